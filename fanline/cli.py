@@ -1,0 +1,20 @@
+"""The `fanline` command line. Each command group lives in its own module under fanline/commands."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """fanline: an event-sourced social timeline pipeline."""
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: each prints its figures and, last, one JSON object."""
+
+
+@main.group()
+def log() -> None:
+    """Look at the event log."""

@@ -1,0 +1,114 @@
+"""The projection records and the mutations the folds emit.
+
+Every mutation is absolute and idempotent (a put of a whole item or a delete of a key), so
+applying a batch's mutations twice, or half and then all, leaves the same state: that is what
+makes at-least-once delivery safe. Counts are written as values computed from the follower
+set, never as increments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Timelines and post lists are ordered by (ts, post_id), newest first.
+SortKey = tuple[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    user_id: str
+    handle: str
+    display_name: str
+    followers: int = 0
+    celebrity: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Post:
+    post_id: str
+    author_id: str
+    body: str
+    ts: int
+
+    @property
+    def key(self) -> SortKey:
+        return (self.ts, self.post_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineEntry:
+    user_id: str  # whose timeline
+    ts: int
+    post_id: str
+    author_id: str
+
+    @property
+    def key(self) -> SortKey:
+        return (self.ts, self.post_id)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    shard_id: str
+    sequence: str
+    error: str
+    payload: bytes
+    attempts: int
+    failed_at_ms: int
+
+
+# --- mutations -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutUser:
+    user: User
+
+
+@dataclass(frozen=True, slots=True)
+class PutFollow:
+    follower_id: str
+    followee_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteFollow:
+    follower_id: str
+    followee_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PutPost:
+    post: Post
+
+
+@dataclass(frozen=True, slots=True)
+class DeletePost:
+    author_id: str
+    post_id: str
+    ts: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutTimelineEntries:
+    entries: tuple[TimelineEntry, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteTimelineEntries:
+    # (timeline owner, ts, post_id)
+    keys: tuple[tuple[str, int, str], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TrimTimelines:
+    """Keep only the newest `cap` entries of each named timeline."""
+
+    user_ids: tuple[str, ...]
+    cap: int
+
+
+Mutation = (
+    PutUser | PutFollow | DeleteFollow | PutPost | DeletePost | PutTimelineEntries
+    | DeleteTimelineEntries | TrimTimelines
+)

@@ -1,0 +1,81 @@
+"""The Store port: where projections live (SQLite embedded, DynamoDB on AWS).
+
+Adapters: `projections.sqlite_store.SQLiteStore`, `projections.dynamodb_store.DynamoDBStore`,
+both passing `tests/projections/store_contract.py`. Table layouts come from
+`projections.tables` (also read by the Terraform generator).
+
+`before` arguments are exclusive upper bounds in (ts, post_id) order, so pages are stable while
+newer items arrive. `after` arguments on id lists are exclusive lower bounds in id order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from typing import Protocol
+
+from projections.records import DeadLetter, Mutation, Post, SortKey, TimelineEntry, User
+
+
+class StoreUnavailable(Exception):
+    """The store refused after the adapter's own retries (throttling, locked database)."""
+
+
+class Store(Protocol):
+    # --- writes (the runner) ---------------------------------------------------------------
+    async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
+        """Make the mutations durable, then record `sequence` as applied for `shard_id`.
+
+        The applied mark is written last (SQLite: in the same transaction), so a reader of
+        `applied()` never sees a sequence whose effects are not all there.
+        """
+        ...
+
+    async def applied(self) -> dict[str, str]:
+        """The last applied sequence per shard (read-your-writes and replay verification)."""
+        ...
+
+    # --- state for the folds (all of it written from the user's own shard) -----------------
+    async def users(self, user_ids: Collection[str]) -> dict[str, User]: ...
+
+    async def follower_ids(self, user_id: str) -> set[str]: ...
+
+    async def recent_posts(self, author_id: str, limit: int) -> list[Post]:
+        """The author's newest posts, newest first."""
+        ...
+
+    # --- reads (the API) -------------------------------------------------------------------
+    async def following_count(self, user_id: str) -> int: ...
+
+    async def followers_page(self, user_id: str, limit: int, after: str | None) -> list[str]: ...
+
+    async def following_page(self, user_id: str, limit: int, after: str | None) -> list[str]: ...
+
+    async def following_ids(self, user_id: str) -> list[str]: ...
+
+    async def posts_page(self, author_id: str, limit: int, before: SortKey | None) -> list[Post]: ...
+
+    async def posts_of_authors(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[Post]:
+        """The newest `limit` posts among all the authors', newest first (the pull merge)."""
+        ...
+
+    async def posts_by_id(self, post_ids: Collection[str]) -> dict[str, Post]: ...
+
+    async def timeline_page(
+        self, user_id: str, limit: int, before: SortKey | None
+    ) -> list[TimelineEntry]: ...
+
+    # --- dead letters ------------------------------------------------------------------------
+    async def put_dead_letter(self, letter: DeadLetter) -> None: ...
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]: ...
+
+    async def delete_dead_letter(self, shard_id: str, sequence: str) -> None: ...
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the store does not answer (readiness)."""
+        ...
+
+    async def close(self) -> None: ...
