@@ -1,0 +1,67 @@
+"""Settings: each one an environment variable of the same name; command-line options win.
+
+Validated by msgspec: a bad value is refused at start-up with the variable's name and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    data_dir: Path = Path(".fanline")
+    backend: Literal["sqlite", "aws"] = "sqlite"
+    strategy: Literal["push", "pull", "hybrid"] = "hybrid"
+    celebrity_threshold: Positive = 50_000
+    timeline_cap: Positive = 800
+    backfill_depth: Positive = 50
+    consistency_wait_ms: Annotated[int, msgspec.Meta(ge=0)] = 2000
+    secret: str | None = None
+    shards: Positive = 4
+    # The AWS backend: None means AWS itself (credentials from the usual chain).
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    stream_name: str = "fanline-events"
+    table_prefix: str = "fanline-"
+
+    @classmethod
+    def load(
+        cls, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, then FANLINE_* variables, then `overrides` (command-line options; None = unset)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for field in cls.__struct_fields__:
+            raw = environ.get(f"FANLINE_{field.upper()}")
+            if raw not in (None, ""):
+                values[field] = raw
+        values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            # msgspec says "... - at `$.strategy`": the setting FANLINE_STRATEGY.
+            raise SettingsError(f"bad setting: {exc}") from exc
+
+    def signing_secret(self) -> str:
+        """FANLINE_SECRET, or a secret generated once into the data directory (mode 0600)."""
+        if self.secret:
+            return self.secret
+        path = self.data_dir / "secret"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_urlsafe(32))
+        return path.read_text().strip()
