@@ -1,0 +1,340 @@
+"""SQLiteStore: the Store port in one SQLite file (the embedded default).
+
+One writer process (the runner) and several reader processes (the API) share the file in WAL
+mode: readers see committed transactions only and never block the writer. Each `apply` is one
+transaction that includes the applied mark, so a batch is there entirely or not at all.
+
+The schema is built from `projections.tables`; every table is keyed as in DynamoDB (a WITHOUT
+ROWID primary key), so each page is a range scan of that key. All SQLite calls run on one
+dedicated thread per store so the event loop never waits on disk or locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from projections.records import (
+    DeadLetter,
+    DeleteFollow,
+    DeletePost,
+    DeleteTimelineEntries,
+    Mutation,
+    Post,
+    PutFollow,
+    PutPost,
+    PutTimelineEntries,
+    PutUser,
+    SortKey,
+    TimelineEntry,
+    TrimTimelines,
+    User,
+)
+from projections.store import StoreUnavailable
+from projections.tables import TABLES, AttributeType, TableSpec, sequence_position, sort_key
+
+R = TypeVar("R")
+
+SQLITE_TYPES: dict[AttributeType, str] = {"S": "TEXT", "N": "INTEGER", "B": "BLOB", "BOOL": "INTEGER"}
+
+Statement = tuple[str, Sequence[Any]]
+
+
+def table_ddl(spec: TableSpec) -> list[str]:
+    """CREATE TABLE (and CREATE INDEX for each global index) mirroring the DynamoDB layout."""
+    columns = ", ".join(f"{name} {SQLITE_TYPES[kind]} NOT NULL" for name, kind in spec.attributes)
+    ddl = [
+        f"CREATE TABLE IF NOT EXISTS {spec.name} ({columns}, PRIMARY KEY ({', '.join(spec.key)}))"
+        " WITHOUT ROWID"
+    ]
+    for index in spec.indexes:
+        keys = [index.partition_key] + ([index.sort_key] if index.sort_key else [])
+        ddl.append(f"CREATE INDEX IF NOT EXISTS {index.name} ON {spec.name} ({', '.join(keys)})")
+    return ddl
+
+
+def _is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
+# --- mutations as SQL ------------------------------------------------------------------------
+
+
+def _statements(mutation: Mutation) -> list[Statement]:
+    """The SQL for one mutation; computing it first validates it before the transaction starts."""
+    match mutation:
+        case PutUser(u):
+            return [("INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?, ?)",
+                     (u.user_id, u.handle, u.display_name, u.followers, int(u.celebrity)))]
+        case PutFollow(follower, followee):
+            return [("INSERT OR IGNORE INTO followers VALUES (?, ?)", (followee, follower)),
+                    ("INSERT OR IGNORE INTO following VALUES (?, ?)", (follower, followee))]
+        case DeleteFollow(follower, followee):
+            return [("DELETE FROM followers WHERE user_id = ? AND follower_id = ?", (followee, follower)),
+                    ("DELETE FROM following WHERE user_id = ? AND followee_id = ?", (follower, followee))]
+        case PutPost(p):
+            return [("INSERT OR REPLACE INTO posts VALUES (?, ?, ?, ?, ?)",
+                     (p.author_id, sort_key(p.key), p.post_id, p.body, p.ts)),
+                    ("INSERT OR REPLACE INTO posts_by_id VALUES (?, ?, ?, ?)",
+                     (p.post_id, p.author_id, p.body, p.ts))]
+        case DeletePost(author_id, post_id, ts):
+            return [("DELETE FROM posts WHERE author_id = ? AND ts_post_id = ?",
+                     (author_id, sort_key((ts, post_id)))),
+                    ("DELETE FROM posts_by_id WHERE post_id = ?", (post_id,))]
+        case PutTimelineEntries(entries):
+            return [("INSERT OR REPLACE INTO timelines VALUES (?, ?, ?, ?, ?)",
+                     (e.user_id, sort_key(e.key), e.post_id, e.author_id, e.ts)) for e in entries]
+        case DeleteTimelineEntries(keys):
+            return [("DELETE FROM timelines WHERE user_id = ? AND ts_post_id = ?",
+                     (user_id, sort_key((ts, post_id)))) for user_id, ts, post_id in keys]
+        case TrimTimelines(user_ids, cap):
+            if cap < 0:
+                raise ValueError(f"timeline cap {cap} is negative")
+            # Delete everything older than the cap-th newest entry (nothing when there are fewer).
+            return [("DELETE FROM timelines WHERE user_id = ?1 AND ts_post_id < ("
+                     " SELECT ts_post_id FROM timelines WHERE user_id = ?1"
+                     " ORDER BY ts_post_id DESC LIMIT 1 OFFSET ?2)",
+                     (user_id, cap - 1)) if cap > 0 else
+                    ("DELETE FROM timelines WHERE user_id = ?", (user_id,))
+                    for user_id in user_ids]
+    raise TypeError(f"not a mutation: {mutation!r}")
+
+
+_SET_APPLIED = (
+    "INSERT INTO applied VALUES (?, ?, ?) ON CONFLICT (shard_id) DO UPDATE"
+    " SET sequence = excluded.sequence, position = excluded.position"
+    " WHERE excluded.position > applied.position"
+)
+
+# The read queries the API depends on; tests check their plans are index range scans.
+TIMELINE_PAGE = (
+    "SELECT user_id, ts, post_id, author_id FROM timelines"
+    " WHERE user_id = ? AND ts_post_id < ? ORDER BY ts_post_id DESC LIMIT ?"
+)
+POSTS_PAGE = (
+    "SELECT post_id, author_id, body, ts FROM posts WHERE author_id = ? AND ts_post_id < ?"
+    " ORDER BY ts_post_id DESC LIMIT ?"
+)
+FOLLOWING_COUNT = "SELECT count(*) FROM following WHERE user_id = ?"
+
+# The pull merge in one query. First a lower bound: the `limit` authors with the newest posts
+# (before the cursor) have at least `limit` posts at or after the limit-th of their newest keys,
+# so nothing older can be in the answer. Then a range scan per author above that bound.
+POSTS_OF_AUTHORS = """
+WITH authors(author_id) AS (SELECT DISTINCT value FROM json_each(?1)),
+newest(k) AS (
+    SELECT (SELECT ts_post_id FROM posts p WHERE p.author_id = a.author_id AND p.ts_post_id < ?2
+            ORDER BY ts_post_id DESC LIMIT 1) AS k
+    FROM authors a),
+bound(k) AS (SELECT k FROM newest WHERE k IS NOT NULL ORDER BY k DESC LIMIT 1 OFFSET ?3 - 1)
+SELECT post_id, author_id, body, ts FROM posts
+WHERE author_id IN (SELECT author_id FROM authors) AND ts_post_id < ?2
+  AND ts_post_id >= coalesce((SELECT k FROM bound), '')
+ORDER BY ts_post_id DESC LIMIT ?3
+"""
+
+# Greater than every sort key: "before nothing" is "before this".
+_NO_BOUND = "\U0010ffff"
+
+
+def _before(before: SortKey | None) -> str:
+    return _NO_BOUND if before is None else sort_key(before)
+
+
+class SQLiteStore:
+    def __init__(self, path: str | Path, *, attempts: int = 8) -> None:
+        self._path = str(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
+        self._retrying = Retrying(
+            retry=retry_if_exception(_is_busy),
+            wait=wait_random_exponential(multiplier=0.01, max=0.5),
+            stop=stop_after_attempt(attempts),
+            reraise=True,
+        )
+        self._conn: sqlite3.Connection | None = None
+        # Open and create the schema on the store's own thread, where every later call runs.
+        self._executor.submit(self._retrying, self._open).result()
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 200")
+        conn.execute("PRAGMA journal_mode = WAL")
+        # FULL: a committed batch survives a power cut, so the checkpoint never runs ahead of it.
+        conn.execute("PRAGMA synchronous = FULL")
+        self._conn = conn
+        with _transaction(conn):
+            for spec in TABLES:
+                for ddl in table_ddl(spec):
+                    conn.execute(ddl)
+
+    async def _run(self, work: Callable[[sqlite3.Connection], R]) -> R:
+        def call() -> R:
+            if self._conn is None:
+                raise StoreUnavailable("the store is closed")
+            conn = self._conn
+            return self._retrying(work, conn)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+
+    async def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return await self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    # --- writes ----------------------------------------------------------------------------
+    async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
+        statements = [s for m in mutations for s in _statements(m)]
+        statements.append((_SET_APPLIED, (shard_id, sequence, sequence_position(sequence))))
+
+        def write(conn: sqlite3.Connection) -> None:
+            with _transaction(conn):
+                for sql, params in statements:
+                    conn.execute(sql, params)
+
+        await self._run(write)
+
+    async def applied(self) -> dict[str, str]:
+        return dict(await self._rows("SELECT shard_id, sequence FROM applied"))
+
+    # --- state for the folds ---------------------------------------------------------------
+    async def users(self, user_ids: Collection[str]) -> dict[str, User]:
+        rows = await self._rows(
+            "SELECT * FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
+            json.dumps(list(user_ids)),
+        )
+        return {r[0]: User(r[0], r[1], r[2], r[3], bool(r[4])) for r in rows}
+
+    async def follower_ids(self, user_id: str) -> set[str]:
+        rows = await self._rows("SELECT follower_id FROM followers WHERE user_id = ?", user_id)
+        return {r[0] for r in rows}
+
+    async def recent_posts(self, author_id: str, limit: int) -> list[Post]:
+        return await self.posts_page(author_id, limit, None)
+
+    # --- reads -----------------------------------------------------------------------------
+    async def following_count(self, user_id: str) -> int:
+        rows = await self._rows(FOLLOWING_COUNT, user_id)
+        return int(rows[0][0])
+
+    async def followers_page(self, user_id: str, limit: int, after: str | None) -> list[str]:
+        return await self._id_page("followers", "follower_id", user_id, limit, after)
+
+    async def following_page(self, user_id: str, limit: int, after: str | None) -> list[str]:
+        return await self._id_page("following", "followee_id", user_id, limit, after)
+
+    async def _id_page(
+        self, table: str, column: str, user_id: str, limit: int, after: str | None
+    ) -> list[str]:
+        rows = await self._rows(
+            f"SELECT {column} FROM {table} WHERE user_id = ? AND {column} > ?"
+            f" ORDER BY {column} LIMIT ?",
+            user_id, after or "", limit,
+        )
+        return [r[0] for r in rows]
+
+    async def following_ids(self, user_id: str) -> list[str]:
+        rows = await self._rows(
+            "SELECT followee_id FROM following WHERE user_id = ? ORDER BY followee_id", user_id
+        )
+        return [r[0] for r in rows]
+
+    async def posts_page(self, author_id: str, limit: int, before: SortKey | None) -> list[Post]:
+        rows = await self._rows(
+            POSTS_PAGE, author_id, _before(before), limit,
+        )
+        return [Post(*r) for r in rows]
+
+    async def posts_of_authors(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[Post]:
+        if limit <= 0 or not author_ids:
+            return []
+        rows = await self._rows(
+            POSTS_OF_AUTHORS, json.dumps(list(author_ids)), _before(before), limit
+        )
+        return [Post(*r) for r in rows]
+
+    async def posts_by_id(self, post_ids: Collection[str]) -> dict[str, Post]:
+        rows = await self._rows(
+            "SELECT post_id, author_id, body, ts FROM posts_by_id"
+            " WHERE post_id IN (SELECT value FROM json_each(?))",
+            json.dumps(list(post_ids)),
+        )
+        return {r[0]: Post(*r) for r in rows}
+
+    async def timeline_page(
+        self, user_id: str, limit: int, before: SortKey | None
+    ) -> list[TimelineEntry]:
+        rows = await self._rows(
+            TIMELINE_PAGE, user_id, _before(before), limit,
+        )
+        return [TimelineEntry(*r) for r in rows]
+
+    # --- dead letters ----------------------------------------------------------------------
+    async def put_dead_letter(self, letter: DeadLetter) -> None:
+        row = (letter.shard_id, letter.sequence, letter.error, letter.payload, letter.attempts,
+               letter.failed_at_ms)
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO dead_letters VALUES (?, ?, ?, ?, ?, ?)", row)
+
+        await self._run(write)
+
+    async def dead_letters(self, limit: int) -> list[DeadLetter]:
+        rows = await self._rows(
+            "SELECT * FROM dead_letters ORDER BY shard_id, length(sequence), sequence LIMIT ?", limit
+        )
+        return [DeadLetter(*r) for r in rows]
+
+    async def delete_dead_letter(self, shard_id: str, sequence: str) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM dead_letters WHERE shard_id = ? AND sequence = ?", (shard_id, sequence)
+            )
+
+        await self._run(write)
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def ping(self) -> None:
+        await self._rows("SELECT count(*) FROM applied")
+
+    async def close(self) -> None:
+        def shut(_: sqlite3.Connection) -> None:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        if self._conn is not None:
+            await self._run(shut)
+        self._executor.shutdown(wait=True)
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any error (the writer lock is taken up front)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except BaseException:
+                # Leave no transaction open behind a failed COMMIT, so a retry starts clean.
+                self._conn.execute("ROLLBACK")
+                raise
+        self._conn.execute("ROLLBACK")
