@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from projections.memory_store import MemoryStore
-from projections.sqlite_store import SQLiteStore
-from projections.store import Store
+from projections.records import Post, PutFollow, PutPost, PutUser, User
+from projections.sqlite_store import (
+    FOLLOWING_COUNT,
+    POSTS_OF_AUTHORS,
+    POSTS_PAGE,
+    SQLITE_TYPES,
+    TIMELINE_PAGE,
+    SQLiteStore,
+)
+from projections.store import Store, StoreUnavailable
+from projections.tables import TABLES
 from tests.projections.store_contract import StoreContract
 
 
@@ -25,3 +35,91 @@ class TestSQLiteStore(StoreContract):
         store = SQLiteStore(tmp_path / "projections.db")
         yield store
         await store.close()
+
+
+# --- SQLite specifics ---------------------------------------------------------------------------
+
+
+def _plan(db: Path, sql: str, *params: object) -> str:
+    with sqlite3.connect(db) as conn:
+        return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+async def test_sqlite_schema_agrees_with_the_table_specs(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.close()
+    with sqlite3.connect(tmp_path / "p.db") as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {spec.name for spec in TABLES}
+        for spec in TABLES:
+            info = conn.execute(f"PRAGMA table_info({spec.name})").fetchall()
+            assert [(r[1], r[2]) for r in info] == [
+                (name, SQLITE_TYPES[kind]) for name, kind in spec.attributes
+            ]
+            primary = sorted((r[5], r[1]) for r in info if r[5])
+            assert tuple(name for _, name in primary) == spec.key
+
+
+async def test_sqlite_reads_are_index_range_scans(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    await store.close()
+    db = tmp_path / "p.db"
+    for sql, table in ((TIMELINE_PAGE, "timelines"), (POSTS_PAGE, "posts")):
+        plan = _plan(db, sql, "u", "9", 10)
+        assert f"SEARCH {table} USING PRIMARY KEY" in plan
+        assert "TEMP B-TREE" not in plan  # already in order: no sort
+    assert "SEARCH following USING PRIMARY KEY (user_id=?)" in _plan(db, FOLLOWING_COUNT, "u")
+    plan = _plan(db, POSTS_OF_AUTHORS, '["a", "b"]', "9", 10)
+    assert "SCAN posts" not in plan
+
+
+async def test_sqlite_posts_of_authors_is_fast_for_many_authors(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    authors = [f"a{i:03d}" for i in range(500)]
+    posts = [PutPost(Post(f"{a}-{n}", a, "x", 1000 * n + i)) for i, a in enumerate(authors)
+             for n in range(40)]
+    await store.apply(posts, "s", "1")
+    page = await store.posts_of_authors(authors, 50, None)
+    assert [p.key for p in page] == sorted(
+        (m.post.key for m in posts), reverse=True
+    )[:50]
+    await store.close()
+
+
+async def test_sqlite_bad_input_changes_nothing(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db")
+    with pytest.raises(ValueError, match="ts -1"):
+        await store.apply([PutUser(User("u", "u", "U")), PutPost(Post("p", "u", "x", -1))], "s", "1")
+    with pytest.raises(ValueError, match="not a decimal sequence"):
+        await store.apply([PutUser(User("u", "u", "U"))], "s", "12ab")
+    assert await store.users(["u"]) == {}
+    assert await store.applied() == {}
+    await store.close()
+
+
+async def test_sqlite_a_locked_database_raises_store_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "p.db", attempts=2)
+    other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    with pytest.raises(StoreUnavailable):
+        await store.apply([PutUser(User("u", "u", "U"))], "s", "1")
+    other.execute("ROLLBACK")
+    await store.apply([PutUser(User("u", "u", "U"))], "s", "1")
+    assert await store.applied() == {"s": "1"}
+    other.close()
+    await store.close()
+
+
+async def test_sqlite_readers_see_committed_state_only(tmp_path: Path) -> None:
+    writer = SQLiteStore(tmp_path / "p.db")
+    reader = SQLiteStore(tmp_path / "p.db")
+    await writer.apply([PutFollow("a", "b")], "s", "1")
+    assert await reader.follower_ids("b") == {"a"}
+    # A batch that fails half way through its transaction leaves nothing behind.
+    broken = User("z", "z", None)  # type: ignore[arg-type]  # violates NOT NULL in SQL
+    with pytest.raises(sqlite3.IntegrityError):
+        await writer.apply([PutFollow("c", "b"), PutUser(broken)], "s", "2")
+    assert await reader.follower_ids("b") == {"a"}
+    assert await reader.applied() == {"s": "1"}
+    await writer.close()
+    await reader.close()
