@@ -1,0 +1,129 @@
+"""The runner: a shard consumer's Handler that folds each batch into the Store.
+
+    runner = Runner(store, FoldSettings(strategy="hybrid"), Metrics(prometheus_client.REGISTRY))
+    consumer = ShardConsumer(..., handler=runner.handle)
+
+Per batch: skip the items at or below the store's applied mark for the shard (a redelivery
+after a crash between apply and checkpoint), dead-letter undecodable records, fold the rest in
+order, and make all their mutations durable with one `store.apply(..., last_sequence)`. The
+applied mark is cached per shard; call `forget(shard_id)` when the shard's lease is lost, so a
+later owner's progress is read again from the store.
+
+A fold that raises is retried (up to `fold_attempts`); then the event is dead-lettered and the
+shard moves on. A `Rejected` event (bad input) is dead-lettered at once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from processors.fold import Rejected, fold_event
+from processors.metrics import Metrics
+from processors.settings import FoldSettings
+from processors.state import BatchState, load_state
+from projections.records import DeadLetter, Mutation, TrimTimelines
+from projections.store import Store
+from streams.delivery import Batch, Delivered, Undecodable
+from streams.events import Event, encode
+
+Fold = Callable[[BatchState, Event, FoldSettings], list[Mutation]]
+
+
+def _seq(sequence: str) -> int:
+    return int(sequence)  # decimal strings: compare as numbers
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        settings: FoldSettings | None = None,
+        metrics: Metrics | None = None,
+        *,
+        fold_attempts: int = 3,
+        fold: Fold = fold_event,
+        clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        if fold_attempts < 1:
+            raise ValueError(f"fold_attempts must be at least 1, got {fold_attempts}")
+        self.store = store
+        self.settings = settings or FoldSettings()
+        self.metrics = metrics or Metrics()
+        self._fold_attempts = fold_attempts
+        self._fold = fold
+        self._clock_ms = clock_ms
+        self._marks: dict[str, int] | None = None
+
+    def forget(self, shard_id: str) -> None:
+        """Drop the cached applied mark of a shard (its lease moved to another worker)."""
+        if self._marks is not None:
+            self._marks.pop(shard_id, None)
+
+    async def _mark(self, shard_id: str) -> int | None:
+        if self._marks is None or shard_id not in self._marks:
+            applied = await self.store.applied()
+            self._marks = {shard: _seq(seq) for shard, seq in applied.items()}
+        return self._marks.get(shard_id)
+
+    async def handle(self, batch: Batch) -> None:
+        shard = batch.shard_id
+        self.metrics.millis_behind.labels(shard).set(batch.millis_behind)
+        if not batch.items:
+            return
+        mark = await self._mark(shard)
+        fresh = [i for i in batch.items if mark is None or _seq(i.sequence) > mark]
+        if not fresh:
+            return
+        events = [i.event for i in fresh if isinstance(i, Delivered)]
+        state = await load_state(self.store, events, self.settings)
+        mutations: list[Mutation] = []
+        trimmed: set[str] = set()
+        counted: list[tuple[str, list[Mutation]]] = []
+        for item in fresh:
+            if isinstance(item, Undecodable):
+                await self._dead_letter(item.shard_id, item.sequence, item.error, item.data, 1, "undecodable")
+                continue
+            folded = await self._fold_one(state, item)
+            if folded is None:
+                continue
+            # One trim per timeline per batch, after every put: trimming after each post would
+            # cost a statement per follower per post.
+            for mutation in folded:
+                if isinstance(mutation, TrimTimelines):
+                    trimmed.update(mutation.user_ids)
+                else:
+                    mutations.append(mutation)
+            counted.append((type(item.event).__name__, folded))
+        if trimmed:
+            mutations.append(TrimTimelines(tuple(sorted(trimmed)), self.settings.timeline_cap))
+        await self.store.apply(mutations, shard, batch.last_sequence)
+        if self._marks is not None:
+            self._marks[shard] = _seq(batch.last_sequence)
+        strategy = self.settings.strategy
+        for event_type, folded in counted:
+            self.metrics.count_writes(event_type, strategy, folded)
+        if trimmed:
+            self.metrics.timeline_trims.labels(strategy).inc(len(trimmed))
+
+    async def _fold_one(self, state: BatchState, item: Delivered) -> list[Mutation] | None:
+        error, attempts = "", 0
+        while attempts < self._fold_attempts:
+            attempts += 1
+            try:
+                return self._fold(state, item.event, self.settings)
+            except Rejected as exc:
+                error = f"rejected: {exc}"
+                break
+            except Exception as exc:  # a fold bug must not stop the shard: it is dead-lettered
+                error = f"{type(exc).__name__}: {exc}"
+        reason = "rejected" if error.startswith("rejected") else "fold_failed"
+        await self._dead_letter(item.shard_id, item.sequence, error, encode(item.event), attempts, reason)
+        return None
+
+    async def _dead_letter(
+        self, shard: str, sequence: str, error: str, payload: bytes, attempts: int, reason: str
+    ) -> None:
+        letter = DeadLetter(shard, sequence, error, payload, attempts, self._clock_ms())
+        await self.store.put_dead_letter(letter)
+        self.metrics.dead_letters.labels(shard, reason).inc()
