@@ -81,5 +81,6 @@ class AccountsContract:
         assert (await accounts.claim(record("k1", 10_002), STALE_MS)) is not None
 
     async def test_concurrent_claims_one_winner(self, accounts: AccountStore) -> None:
-        results = await asyncio.gather(*(accounts.claim(record("k9", 10_000 + i), STALE_MS) for i in range(8)))
+        claims = (accounts.claim(record("k9", 10_000 + i), STALE_MS) for i in range(8))
+        results = await asyncio.gather(*claims)
         assert sum(r is None for r in results) == 1

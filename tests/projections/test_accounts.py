@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from api.accounts import AccountStore
+from api.accounts import Account, AccountStore, IdempotencyRecord
 from fanline.emulators import Emulator
 from projections.dynamodb_accounts import DynamoDBAccounts
 from projections.memory_accounts import MemoryAccounts
@@ -31,8 +31,6 @@ class TestSQLiteAccounts(AccountsContract):
 
 
 async def test_sqlite_accounts_survive_a_reopen(tmp_path: Path) -> None:
-    from api.accounts import Account, IdempotencyRecord
-
     first = SQLiteAccounts(tmp_path / "accounts.db")
     await first.create(Account("alice", "u1", "h"))
     await first.claim(IdempotencyRecord("k", "f", 1), 1000)
@@ -40,7 +38,8 @@ async def test_sqlite_accounts_survive_a_reopen(tmp_path: Path) -> None:
     await first.close()
     second = SQLiteAccounts(tmp_path / "accounts.db")
     assert await second.by_handle("alice") == Account("alice", "u1", "h")
-    assert await second.claim(IdempotencyRecord("k", "f", 2), 1000) == IdempotencyRecord("k", "f", 1, 202, b"{}")
+    stored = await second.claim(IdempotencyRecord("k", "f", 2), 1000)
+    assert stored == IdempotencyRecord("k", "f", 1, 202, b"{}")
     await second.close()
 
 
