@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint typecheck pytest bench clean
 
-$(STAMP): pyproject.toml infra/local/package-lock.json
+$(STAMP): pyproject.toml infra/local/package-lock.json infra/terraform/checkov-requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	cd infra/local && npm ci --no-audit --no-fund --loglevel=error
+	# checkov pins an old boto3, so it gets a venv of its own (used by tests/infra).
+	$(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet -r infra/terraform/checkov-requirements.txt
 	touch $(STAMP)
 
 up: $(STAMP)
