@@ -147,3 +147,22 @@ def create_table_request(spec: TableSpec, prefix: str) -> dict[str, Any]:
             for index in spec.indexes
         ]
     return request
+
+
+# --- the API's own tables (engineer F1): sign-up credentials and idempotent answers ----------
+# Not projections (the stream cannot rebuild them), hence outside TABLES; Terraform wants both.
+ACCOUNTS = TableSpec(
+    "accounts",
+    "handle",
+    None,
+    (("handle", "S"), ("user_id", "S"), ("password_hash", "S")),
+    indexes=(GlobalIndex("by_user_id", "user_id"),),
+)
+IDEMPOTENCY = TableSpec(
+    "idempotency",
+    "idempotency_key",
+    None,
+    (("idempotency_key", "S"), ("fingerprint", "S"), ("created_ms", "N"), ("answer_status", "N"),
+     ("answer_body", "B")),
+)
+ACCOUNT_TABLES: tuple[TableSpec, ...] = (ACCOUNTS, IDEMPOTENCY)
