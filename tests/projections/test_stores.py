@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
+from fanline.emulators import Emulator
+from projections.dynamodb_store import DynamoDBStore
 from projections.memory_store import MemoryStore
-from projections.records import Post, PutFollow, PutPost, PutUser, User
+from projections.records import (
+    Post,
+    PutFollow,
+    PutPost,
+    PutTimelineEntries,
+    PutUser,
+    TimelineEntry,
+    User,
+)
 from projections.sqlite_store import (
     FOLLOWING_COUNT,
     POSTS_OF_AUTHORS,
@@ -19,7 +32,7 @@ from projections.sqlite_store import (
     SQLiteStore,
 )
 from projections.store import Store, StoreUnavailable
-from projections.tables import TABLES
+from projections.tables import TABLES, create_table_request
 from tests.projections.store_contract import StoreContract
 
 
@@ -33,6 +46,17 @@ class TestSQLiteStore(StoreContract):
     @pytest.fixture
     async def store(self, tmp_path: Path) -> AsyncIterator[Store]:
         store = SQLiteStore(tmp_path / "projections.db")
+        yield store
+        await store.close()
+
+
+class TestDynamoDBStore(StoreContract):
+    @pytest.fixture
+    async def store(self, dynalite: Emulator) -> AsyncIterator[Store]:
+        store = await DynamoDBStore.connect(
+            endpoint_url=dynalite.endpoint_url, table_prefix=f"t{uuid.uuid4().hex[:8]}-"
+        )
+        await store.create_tables()
         yield store
         await store.close()
 
@@ -123,3 +147,88 @@ async def test_sqlite_readers_see_committed_state_only(tmp_path: Path) -> None:
     assert await reader.applied() == {"s": "1"}
     await writer.close()
     await reader.close()
+
+
+# --- DynamoDB specifics -------------------------------------------------------------------------
+
+
+async def test_dynamodb_tables_agree_with_the_table_specs(dynalite: Emulator) -> None:
+    store = await DynamoDBStore.connect(endpoint_url=dynalite.endpoint_url, table_prefix="specs-")
+    await store.create_tables()
+    await store.create_tables()  # idempotent
+    for spec in TABLES:
+        table = (await store.client.describe_table(TableName=store.table(spec)))["Table"]
+        expected = create_table_request(spec, "specs-")
+        assert table["KeySchema"] == expected["KeySchema"]
+        assert sorted(table["AttributeDefinitions"], key=str) == sorted(
+            expected["AttributeDefinitions"], key=str
+        )
+        indexes = {i["IndexName"]: i["KeySchema"] for i in table.get("GlobalSecondaryIndexes", [])}
+        assert indexes == {
+            i["IndexName"]: i["KeySchema"] for i in expected.get("GlobalSecondaryIndexes", [])
+        }
+    await store.close()
+
+
+class FakeDynamoDB:
+    """A client double: `batch_write_item` answers from a script, every call is recorded."""
+
+    def __init__(self, answers: list[dict[str, Any] | Exception]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    async def batch_write_item(self, **request: Any) -> dict[str, Any]:
+        self.calls.append(("batch_write_item", request))
+        answer = self.answers.pop(0) if self.answers else {}
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def put_item(self, **request: Any) -> dict[str, Any]:
+        self.calls.append(("put_item", request))
+        return {}
+
+
+def _throttled() -> ClientError:
+    error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
+    return ClientError(error, "BatchWriteItem")  # type: ignore[arg-type]
+
+
+def _entries(n: int) -> PutTimelineEntries:
+    return PutTimelineEntries(tuple(TimelineEntry("r", i, f"p{i}", "a") for i in range(n)))
+
+
+async def test_dynamodb_writes_in_chunks_of_25_and_resends_unprocessed_items() -> None:
+    unprocessed: dict[str, Any] = {"t-timelines": [{"PutRequest": {"Item": {"x": {"S": "1"}}}}]}
+    fake = FakeDynamoDB([{"UnprocessedItems": unprocessed}, _throttled()])
+    store = DynamoDBStore(fake, "t-", attempts=5, max_wait_s=0.01, concurrency=1)
+    # 60 distinct entries, each twice: duplicates never share a batch.
+    await store.apply([_entries(60), _entries(60)], "s", "9")
+    writes = [request for name, request in fake.calls if name == "batch_write_item"]
+    sizes = [sum(map(len, w["RequestItems"].values())) for w in writes]
+    assert sizes == [25, 1, 1, 25, 10]  # a chunk, its unprocessed item twice (once throttled), ...
+    assert writes[1]["RequestItems"] == unprocessed
+    assert fake.calls[-1][0] == "put_item"  # the applied mark, last
+    for write in writes:
+        for requests in write["RequestItems"].values():
+            keys = [str(r["PutRequest"]["Item"]["ts_post_id"]) for r in requests if "x" not in
+                    r["PutRequest"]["Item"]]
+            assert len(keys) == len(set(keys))
+
+
+async def test_dynamodb_gives_up_with_store_unavailable_and_no_applied_mark() -> None:
+    fake = FakeDynamoDB([_throttled() for _ in range(10)])
+    store = DynamoDBStore(fake, "t-", attempts=3, max_wait_s=0.01)
+    with pytest.raises(StoreUnavailable, match="ProvisionedThroughputExceeded"):
+        await store.apply([_entries(3)], "s", "9")
+    assert [name for name, _ in fake.calls] == ["batch_write_item"] * 3
+
+
+async def test_dynamodb_bad_input_sends_nothing() -> None:
+    fake = FakeDynamoDB([])
+    store = DynamoDBStore(fake, "t-")
+    with pytest.raises(ValueError, match="ts -1"):
+        await store.apply([PutUser(User("u", "u", "U")), PutPost(Post("p", "u", "x", -1))], "s", "1")
+    with pytest.raises(ValueError, match="not a decimal sequence"):
+        await store.apply([PutUser(User("u", "u", "U"))], "s", "x1")
+    assert fake.calls == []
