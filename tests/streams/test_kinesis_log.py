@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from fanline.benchmarks.kinesis import calls_per_append, make_batches, measure_kinesis_append_ratio
 from fanline.emulators import Emulator
 from streams.kinesis_log import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, KinesisLog
 from streams.log import Log, LogUnavailable, Position, Record, sequence_key
@@ -332,3 +333,21 @@ async def test_a_closed_shard_read_to_its_end_reports_end_of_shard(kinesalite: E
         assert again.end_of_shard and again.records == []
     finally:
         await log.close()
+
+
+# --- the benchmark (figures are printed, never asserted) ------------------------------------------
+
+
+async def test_the_append_benchmark_answers_its_figures(kinesalite: Emulator) -> None:
+    figures = await measure_kinesis_append_ratio(kinesalite.endpoint_url, seconds=0.6)
+    assert figures["kinesis_append_eps"] > 0 and figures["bare_put_records_eps"] > 0
+    ratio = figures["kinesis_append_eps"] / figures["bare_put_records_eps"]
+    assert figures["kinesis_append_ratio"] == pytest.approx(ratio, abs=0.002)
+    assert 150 <= figures["event_bytes"] <= 260  # ~200-byte PostCreated events, as promised
+
+
+def test_calls_per_append_is_the_most_repeated_key_count() -> None:
+    assert calls_per_append([[("a", b""), ("b", b""), ("a", b""), ("a", b"")], [("c", b"")]]) == 2.0
+    uniform = make_batches(5)
+    assert all(len(batch) == 500 for batch in uniform)
+    assert calls_per_append(uniform) < calls_per_append(make_batches(5, author_skew=1.0))
