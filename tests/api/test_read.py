@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -22,25 +21,13 @@ from api.consistency import BadConsistencyToken, ConsistencyWaiter, decode_token
 from api.errors import ApiError, handle_api_error
 from api.health import LatencyMiddleware, health_routes
 from api.read import read_routes
-from processors.metrics import Metrics
-from processors.runner import Runner
-from processors.settings import FoldSettings
 from projections.memory_store import MemoryStore
 from projections.records import PutUser, User
 from projections.store import StoreUnavailable
 from projections.timeline import TimelineReader
-from streams.delivery import Batch, Delivered
-from streams.events import (
-    Event,
-    FollowData,
-    PostCreated,
-    PostCreatedData,
-    UserFollowed,
-    UserRegistered,
-    UserRegisteredData,
-)
 from streams.log import LogUnavailable, Shard
 from streams.sqlite_log import SQLiteLog
+from tests.api.read_world import FOLLOWS, USERS, Feeder, follow, post, register
 
 # --- consistency tokens ----------------------------------------------------------------------
 
@@ -181,51 +168,6 @@ async def test_metrics_count_requests_by_route_template(log: SQLiteLog) -> None:
 
 SECRET = "test-secret-of-the-read-api-0123456789"
 TOKENS = Tokens(SECRET)
-# ann, bob, cat, dan follow each other in a pattern; eve is followed by 3 (>= threshold): a celebrity.
-USERS = ["ann", "bob", "cat", "dan", "eve", "fay"]
-FOLLOWS = [
-    ("ann", "bob"), ("ann", "cat"), ("ann", "eve"),
-    ("bob", "cat"), ("bob", "dan"), ("bob", "eve"), ("bob", "fay"),
-    ("cat", "dan"), ("cat", "eve"), ("cat", "fay"),
-    ("dan", "ann"),
-]
-
-
-class Feeder:
-    """Folds events through the real Runner into the store, one event per batch."""
-
-    def __init__(self, store: MemoryStore) -> None:
-        self.runner = Runner(store, FoldSettings(strategy="hybrid", celebrity_threshold=3),
-                             Metrics(CollectorRegistry()))
-        self.sequence = 0
-        self.ts = 1_700_000_000_000
-
-    async def __call__(self, *events: Event) -> str:
-        for event in events:
-            self.sequence += 1
-            delivered = Delivered("shard-0", str(self.sequence), event, 0)
-            await self.runner.handle(Batch("shard-0", [delivered], 0))
-        return encode_token("shard-0", str(self.sequence))
-
-    def next_ts(self) -> int:
-        self.ts += 1000
-        return self.ts
-
-
-def _register(user_id: str, ts: int) -> UserRegistered:
-    data = UserRegisteredData(user_id, user_id, user_id.title())
-    return UserRegistered(id=f"reg-{user_id}", ts=ts, data=data)
-
-
-def _follow(a: str, b: str, ts: int) -> UserFollowed:
-    return UserFollowed(id=f"f-{a}-{b}-{ts}", ts=ts, data=FollowData(a, b))
-
-
-def _post(author: str, n: int, ts: int) -> PostCreated:
-    data = PostCreatedData(f"{author}-{n}", author, f"post {n} of {author}")
-    return PostCreated(id=f"p-{author}-{n}", ts=ts, data=data)
-
-
 def _read_app(store: MemoryStore, wait_ms: int = 2000) -> Starlette:
     timelines = TimelineReader(store, "hybrid")
     app = Starlette(
@@ -245,10 +187,10 @@ def _as(user_id: str, scope: Scope = "user") -> dict[str, str]:
 async def world() -> tuple[MemoryStore, Feeder]:
     store = MemoryStore()
     feed = Feeder(store)
-    await feed(*(_register(u, feed.next_ts()) for u in USERS))
-    await feed(*(_follow(a, b, feed.next_ts()) for a, b in FOLLOWS))
+    await feed(*(register(u, feed.next_ts()) for u in USERS))
+    await feed(*(follow(a, b, feed.next_ts()) for a, b in FOLLOWS))
     # Three posts each from bob, cat and eve (the celebrity: pulled at read time).
-    await feed(*(_post(a, n, feed.next_ts()) for n in range(3) for a in ("bob", "cat", "eve")))
+    await feed(*(post(a, n, feed.next_ts()) for n in range(3) for a in ("bob", "cat", "eve")))
     return store, feed
 
 
@@ -295,7 +237,7 @@ async def test_timeline_pages_neither_skip_nor_repeat(world: tuple[MemoryStore, 
             page = (await client.get(url, headers=_as("ann"))).json()
             seen.extend(i["post_id"] for i in page["items"])
             # A new post arrives between pages: it is newer than the cursor, so not on later pages.
-            await feed(_post("bob", 100 + n, feed.next_ts()))
+            await feed(post("bob", 100 + n, feed.next_ts()))
             if page["next_cursor"] is None:
                 break
             url = f"/v1/users/ann/timeline?limit=2&cursor={page['next_cursor']}"
@@ -330,7 +272,7 @@ async def test_timeline_limit_bounds_are_accepted(world: tuple[MemoryStore, Feed
 async def test_consistent_after_waits_for_the_write(world: tuple[MemoryStore, Feeder]) -> None:
     store, feed = world
     async with _client(_read_app(store)) as client:
-        token = await feed(_post("bob", 50, feed.next_ts()))
+        token = await feed(post("bob", 50, feed.next_ts()))
         fresh = await client.get(f"/v1/users/ann/timeline?consistent_after={token}", headers=_as("ann"))
         assert fresh.status_code == 200
         assert "x-fanline-stale" not in fresh.headers
@@ -349,7 +291,7 @@ async def test_consistent_after_waits_for_the_write(world: tuple[MemoryStore, Fe
             client.get(f"/v1/users/ann/timeline?consistent_after={ahead}", headers=_as("ann"))
         )
         await asyncio.sleep(0.05)
-        await feed(_post("cat", 51, feed.next_ts()))
+        await feed(post("cat", 51, feed.next_ts()))
         caught_up = await pending
         assert "x-fanline-stale" not in caught_up.headers
         assert caught_up.json()["items"][0]["post_id"] == "cat-51"
