@@ -1,0 +1,78 @@
+"""The Starlette application: write, auth, read, health and docs routes over the given adapters.
+
+The caller (the composition root, or a test) owns the log, store and accounts and closes them;
+the app only closes its own append batcher, on shutdown, after the appends already asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from argon2 import PasswordHasher
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from api.accounts import AccountStore
+from api.auth import Tokens, auth_routes
+from api.batcher import DEFAULT_LINGER_S, AppendBatcher
+from api.consistency import ConsistencyWaiter
+from api.errors import ApiError, error_response, handle_api_error
+from api.health import LatencyMiddleware, health_routes
+from api.openapi import docs_routes
+from api.read import read_routes
+from api.write import Writer, new_id, write_routes
+from projections.store import Store
+from projections.timeline import Strategy, TimelineReader
+from streams.log import Log
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 in the API's one error shape."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
+
+
+def create_app(
+    log: Log,
+    store: Store,
+    accounts: AccountStore,
+    *,
+    secret: str,
+    strategy: Strategy = "hybrid",
+    consistency_wait_ms: int = 2000,
+    linger_s: float = DEFAULT_LINGER_S,
+    hasher: PasswordHasher | None = None,
+) -> Starlette:
+    """`hasher`: argon2 with its (slow) defaults unless a test passes a cheaper one."""
+    batcher = AppendBatcher(log, linger_s=linger_s)
+    writer = Writer(batcher, accounts)
+    tokens = Tokens(secret)
+    routes: list[BaseRoute] = [
+        *auth_routes(accounts, tokens, writer.register, hasher or PasswordHasher(), new_id),
+        *write_routes(writer, store, accounts),
+        *read_routes(store, TimelineReader(store, strategy), ConsistencyWaiter(store, consistency_wait_ms)),
+        *health_routes(log, store),
+    ]
+    # The docs routes read the final route list (their own two included) when first asked.
+    routes.extend(docs_routes(routes))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await batcher.close()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(LatencyMiddleware)],
+        exception_handlers={ApiError: handle_api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+    app.state.tokens = tokens
+    app.state.batcher = batcher
+    return app
