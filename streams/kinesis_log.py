@@ -16,7 +16,8 @@ from typing import Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from streams.log import Appended, LogUnavailable, Position, ReadResult, Record, Shard
@@ -67,11 +68,17 @@ def _error_code(exc: ClientError) -> str:
 
 
 def _as_retry_or_unavailable(exc: Exception, what: str) -> Exception:
-    if isinstance(exc, ClientError) and _error_code(exc) == "ExpiredIteratorException":
-        return _ExpiredIterator(str(exc))
-    if isinstance(exc, ClientError) and _error_code(exc) not in RETRYABLE_CODES:
-        return LogUnavailable(f"{what}: {exc}")
-    return _Retry(f"{what}: {exc}")
+    """Sort an SDK error: worth another attempt, an expired iterator, or final."""
+    if isinstance(exc, ClientError):
+        code = _error_code(exc)
+        if code == "ExpiredIteratorException":
+            return _ExpiredIterator(str(exc))
+        if code in RETRYABLE_CODES:
+            return _Retry(f"{what}: {exc}")
+    elif isinstance(exc, BotoConnectionError | HTTPClientError):  # network trouble passes
+        return _Retry(f"{what}: {exc}")
+    # Access denied, missing stream, bad parameters, no credentials: retrying will not help.
+    return LogUnavailable(f"{what}: {exc}")
 
 
 def _validate(entries: Sequence[tuple[str, bytes]]) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from fanline.benchmarks.kinesis import calls_per_append, make_batches, measure_kinesis_append_ratio
-from fanline.emulators import Emulator
+from fanline.emulators import Emulator, free_port
 from streams.kinesis_log import MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, KinesisLog
 from streams.log import Log, LogUnavailable, Position, Record, sequence_key
 from tests.streams.log_contract import LogContract
@@ -227,6 +227,16 @@ async def test_a_missing_stream_is_refused_at_once(kinesalite: Emulator) -> None
             await log.append([("a", b"1")])
         with pytest.raises(LogUnavailable, match="ResourceNotFound"):
             await log.shards()
+    finally:
+        await log.close()
+
+
+async def test_an_unreachable_endpoint_is_retried_then_refused() -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # a port nothing listens on
+    log = await KinesisLog.connect("s", endpoint_url=nobody, max_attempts=3, backoff_max_s=0.01)
+    try:
+        with pytest.raises(LogUnavailable, match=r"gave up after 3 attempts"):
+            await log.append([("a", b"1")])
     finally:
         await log.close()
 
