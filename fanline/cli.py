@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from fanline.commands.infra import infra
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
@@ -18,3 +20,6 @@ def bench() -> None:
 @main.group()
 def log() -> None:
     """Look at the event log."""
+
+
+main.add_command(infra)
