@@ -87,11 +87,16 @@ def _code(exc: ClientError) -> str:
 # --- items -------------------------------------------------------------------------------------
 
 
+# Attribute types by table, looked up once per value when items are built.
+_TYPES = {spec.name: dict(spec.attributes) for spec in TABLES}
+
+
 def encode(spec: TableSpec, values: dict[str, Any]) -> Item:
     """A DynamoDB item from plain values, typed by the table spec."""
+    types = _TYPES.get(spec.name) or dict(spec.attributes)
     item: Item = {}
     for name, value in values.items():
-        kind = spec.type_of(name)
+        kind = types[name]
         item[name] = {kind: str(value) if kind == "N" else value}
     return item
 
@@ -147,9 +152,9 @@ def _writes(mutation: Mutation) -> list[Write]:
     raise TypeError(f"not a mutation: {mutation!r}")
 
 
-def _identity(write: Write) -> tuple[str, tuple[str, ...]]:
+def _identity(write: Write) -> tuple[str, tuple[Any, ...]]:
     spec, item, _ = write
-    return spec.name, tuple(str(item[k]) for k in spec.key)
+    return spec.name, tuple(value for k in spec.key for value in item[k].values())
 
 
 class DynamoDBStore:
@@ -318,7 +323,7 @@ class DynamoDBStore:
     async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
         position = sequence_position(sequence)
         # Build every write first: bad input raises before anything is sent.
-        runs: list[dict[tuple[str, tuple[str, ...]], Write] | TrimTimelines] = [{}]
+        runs: list[dict[tuple[str, tuple[Any, ...]], Write] | TrimTimelines] = [{}]
         for mutation in mutations:
             writes = _writes(mutation)
             if isinstance(mutation, TrimTimelines):
@@ -326,8 +331,7 @@ class DynamoDBStore:
             for write in writes:
                 run = runs[-1]
                 assert isinstance(run, dict)
-                run.pop(_identity(write), None)  # keep the last write per key
-                run[_identity(write)] = write
+                run[_identity(write)] = write  # the last write per key wins
         for run in runs:
             if isinstance(run, TrimTimelines):
                 await self._trim(run)

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from fanline.benchmarks.dynamodb_write import measure_dynamodb_ratio
 from fanline.emulators import Emulator
 from projections.dynamodb_store import DynamoDBStore
 from projections.memory_store import MemoryStore
@@ -232,3 +233,11 @@ async def test_dynamodb_bad_input_sends_nothing() -> None:
     with pytest.raises(ValueError, match="not a decimal sequence"):
         await store.apply([PutUser(User("u", "u", "U"))], "s", "x1")
     assert fake.calls == []
+
+
+async def test_dynamodb_write_benchmark_reports_its_figures(dynalite: Emulator) -> None:
+    figures = await measure_dynamodb_ratio(dynalite.endpoint_url, items=60, concurrency=2)
+    assert set(figures) == {"dynamodb_items_per_s", "bare_batch_write_items_per_s", "dynamodb_ratio"}
+    assert figures["dynamodb_ratio"] == pytest.approx(
+        figures["dynamodb_items_per_s"] / figures["bare_batch_write_items_per_s"], rel=0.01
+    )
