@@ -32,6 +32,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     shards: Positive = 4
     # The AWS backend: None means AWS itself (credentials from the usual chain).
     endpoint_url: str | None = None
+    # Kinesis's endpoint when it differs from endpoint_url (kinesalite and dynalite listen on two ports).
+    kinesis_endpoint_url: str | None = None
     region: str = "us-east-1"
     stream_name: str = "fanline-events"
     table_prefix: str = "fanline-"
