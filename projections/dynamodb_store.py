@@ -278,6 +278,8 @@ class DynamoDBStore:
 
     async def _query(self, limit: int | None = None, **request: Any) -> AsyncIterator[Item]:
         """Items of one Query, following LastEvaluatedKey, at most `limit` of them."""
+        if limit is not None and limit <= 0:
+            return  # DynamoDB refuses Limit=0
         request = {"ConsistentRead": True, **request}
         seen = 0
         while True:

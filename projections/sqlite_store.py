@@ -162,19 +162,27 @@ class SQLiteStore:
         )
         self._conn: sqlite3.Connection | None = None
         # Open and create the schema on the store's own thread, where every later call runs.
-        self._executor.submit(self._retrying, self._open).result()
+        try:
+            self._executor.submit(self._retrying, self._open).result()
+        except sqlite3.OperationalError as exc:
+            self._executor.shutdown()
+            raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
 
     def _open(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA busy_timeout = 200")
-        conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: a committed batch survives a power cut, so the checkpoint never runs ahead of it.
-        conn.execute("PRAGMA synchronous = FULL")
+        try:
+            conn.execute("PRAGMA busy_timeout = 200")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # FULL: a committed batch survives a power cut, so the checkpoint never runs ahead.
+            conn.execute("PRAGMA synchronous = FULL")
+            with _transaction(conn):
+                for spec in TABLES:
+                    for ddl in table_ddl(spec):
+                        conn.execute(ddl)
+        except BaseException:
+            conn.close()  # a retry opens a fresh connection
+            raise
         self._conn = conn
-        with _transaction(conn):
-            for spec in TABLES:
-                for ddl in table_ddl(spec):
-                    conn.execute(ddl)
 
     async def _run(self, work: Callable[[sqlite3.Connection], R]) -> R:
         def call() -> R:

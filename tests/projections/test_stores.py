@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -98,7 +100,7 @@ async def test_sqlite_reads_are_index_range_scans(tmp_path: Path) -> None:
     assert "SCAN posts" not in plan
 
 
-async def test_sqlite_posts_of_authors_is_fast_for_many_authors(tmp_path: Path) -> None:
+async def test_sqlite_posts_of_authors_merges_500_authors(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "p.db")
     authors = [f"a{i:03d}" for i in range(500)]
     posts = [PutPost(Post(f"{a}-{n}", a, "x", 1000 * n + i)) for i, a in enumerate(authors)
@@ -241,3 +243,36 @@ async def test_dynamodb_write_benchmark_reports_its_figures(dynalite: Emulator) 
     assert figures["dynamodb_ratio"] == pytest.approx(
         figures["dynamodb_items_per_s"] / figures["bare_batch_write_items_per_s"], rel=0.01
     )
+
+
+def _write_followers(path: str, batches: int) -> None:
+    """In another process: batch i adds follower f{i} of "star" and marks sequence i + 1."""
+
+    async def write() -> None:
+        store = SQLiteStore(path)
+        for i in range(batches):
+            await store.apply([PutFollow(f"f{i:04d}", "star")], "s", str(i + 1))
+        await store.close()
+
+    asyncio.run(write())
+
+
+async def test_sqlite_a_reader_process_never_sees_a_mark_before_its_effects(tmp_path: Path) -> None:
+    path = str(tmp_path / "p.db")
+    reader = SQLiteStore(path)
+    writer = multiprocessing.get_context("spawn").Process(target=_write_followers, args=(path, 300))
+    writer.start()
+    marks_seen = set()
+    while True:
+        done = not writer.is_alive()
+        mark = int((await reader.applied()).get("s", "0"))
+        followers = await reader.follower_ids("star")  # read after the mark: at least as new
+        assert len(followers) >= mark
+        marks_seen.add(mark)
+        if done:
+            break
+    writer.join()
+    assert writer.exitcode == 0
+    assert mark == 300
+    assert len(marks_seen) > 2  # the reader really ran while the writer wrote
+    await reader.close()
