@@ -25,6 +25,7 @@ from projections.records import (
     TrimTimelines,
     User,
 )
+from projections.tables import sequence_position, sort_key
 
 # Posts and timeline entries share the (ts, post_id) order.
 T = TypeVar("T", Post, TimelineEntry)
@@ -41,6 +42,23 @@ def _page(ids: Iterable[str], limit: int, after: str | None) -> list[str]:
     return sorted(i for i in ids if after is None or i > after)[:limit]
 
 
+def _check(mutation: Mutation) -> None:
+    """Raise ValueError for what the other stores cannot key (sort_key checks the ts)."""
+    match mutation:
+        case PutPost(post):
+            sort_key(post.key)
+        case DeletePost(_, post_id, ts):
+            sort_key((ts, post_id))
+        case PutTimelineEntries(entries):
+            for entry in entries:
+                sort_key(entry.key)
+        case DeleteTimelineEntries(keys):
+            for _, ts, post_id in keys:
+                sort_key((ts, post_id))
+        case TrimTimelines(_, cap) if cap < 0:
+            raise ValueError(f"timeline cap {cap} is negative")
+
+
 class MemoryStore:
     def __init__(self) -> None:
         self._applied: dict[str, str] = {}
@@ -54,6 +72,10 @@ class MemoryStore:
 
     # --- writes ----------------------------------------------------------------------------
     async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
+        # Refuse bad input before changing anything, as the other stores do.
+        sequence_position(sequence)
+        for mutation in mutations:
+            _check(mutation)
         for mutation in mutations:
             self._apply_one(mutation)
         current = self._applied.get(shard_id)

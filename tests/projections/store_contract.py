@@ -6,6 +6,8 @@ test_stores.py subclasses it once per adapter with a `store` fixture giving a fr
 
 from __future__ import annotations
 
+import pytest
+
 from projections.records import (
     DeadLetter,
     DeleteFollow,
@@ -109,6 +111,17 @@ class StoreContract:
             "alice": {"bob", "carol"}, "bob": set(), "carol": set(), "u0": set(), "u1": set(),
             "u2": set(),
         }
+
+    async def test_bad_input_is_refused_and_changes_nothing(self, store: Store) -> None:
+        user = PutUser(ALICE)
+        with pytest.raises(ValueError, match="ts -1"):
+            await store.apply([user, PutPost(post("p", "alice", -1))], "s", "1")
+        with pytest.raises(ValueError, match="not a decimal sequence"):
+            await store.apply([user], "s", "12ab")
+        with pytest.raises(ValueError, match="negative"):
+            await store.apply([user, TrimTimelines(("alice",), -1)], "s", "1")
+        assert await store.users(["alice"]) == {}
+        assert await store.applied() == {}
 
     # --- users and the follow graph --------------------------------------------------------
     async def test_users_are_put_whole_and_looked_up_together(self, store: Store) -> None:

@@ -113,17 +113,6 @@ async def test_sqlite_posts_of_authors_merges_500_authors(tmp_path: Path) -> Non
     await store.close()
 
 
-async def test_sqlite_bad_input_changes_nothing(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "p.db")
-    with pytest.raises(ValueError, match="ts -1"):
-        await store.apply([PutUser(User("u", "u", "U")), PutPost(Post("p", "u", "x", -1))], "s", "1")
-    with pytest.raises(ValueError, match="not a decimal sequence"):
-        await store.apply([PutUser(User("u", "u", "U"))], "s", "12ab")
-    assert await store.users(["u"]) == {}
-    assert await store.applied() == {}
-    await store.close()
-
-
 async def test_sqlite_a_locked_database_raises_store_unavailable(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "p.db", attempts=2)
     other = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
