@@ -265,3 +265,34 @@ async def test_sqlite_a_reader_process_never_sees_a_mark_before_its_effects(tmp_
     assert mark == 300
     assert len(marks_seen) > 2  # the reader really ran while the writer wrote
     await reader.close()
+
+
+class PagedQueries:
+    """A client double answering Query in pages of two items (as DynamoDB does past 1 MB)."""
+
+    def __init__(self, ids: list[str]) -> None:
+        self.ids = ids
+        self.requests: list[dict[str, Any]] = []
+
+    async def query(self, **request: Any) -> dict[str, Any]:
+        self.requests.append(dict(request))
+        start = int(request.get("ExclusiveStartKey", {}).get("at", {}).get("N", "0"))
+        end = min(start + 2, start + request.get("Limit", 2), len(self.ids))
+        answer: dict[str, Any] = {"Items": [{"follower_id": {"S": i}} for i in self.ids[start:end]]}
+        if request.get("Select") == "COUNT":
+            answer = {"Count": end - start}
+        if end < len(self.ids):
+            answer["LastEvaluatedKey"] = {"at": {"N": str(end)}}
+        return answer
+
+
+async def test_dynamodb_queries_follow_last_evaluated_key() -> None:
+    ids = [f"u{i}" for i in range(7)]
+    fake = PagedQueries(ids)
+    store = DynamoDBStore(fake, "t-")
+    assert await store.follower_ids("x") == set(ids)
+    assert await store.following_count("x") == 7
+    fake.requests.clear()
+    assert await store.followers_page("x", 5, None) == ids[:5]
+    # The Limit shrinks by what came back; no call is made once the page is full.
+    assert [r["Limit"] for r in fake.requests] == [5, 3, 1]
