@@ -20,6 +20,13 @@ class SettingsError(ValueError):
     pass
 
 
+def _path_from_str(kind: type, value: Any) -> Any:
+    """msgspec has no Path type of its own: FANLINE_DATA_DIR arrives as a string."""
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot convert {value!r} to {kind}")
+
+
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     data_dir: Path = Path(".fanline")
     backend: Literal["sqlite", "aws"] = "sqlite"
@@ -51,7 +58,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
                 values[field] = raw
         values.update({k: v for k, v in (overrides or {}).items() if v is not None})
         try:
-            return msgspec.convert(values, cls, strict=False)
+            return msgspec.convert(values, cls, strict=False, dec_hook=_path_from_str)
         except msgspec.ValidationError as exc:
             # msgspec says "... - at `$.strategy`": the setting FANLINE_STRATEGY.
             raise SettingsError(f"bad setting: {exc}") from exc
