@@ -22,9 +22,9 @@ class SettingsError(ValueError):
 
 def _path_from_str(kind: type, value: Any) -> Any:
     """msgspec has no Path type of its own: FANLINE_DATA_DIR arrives as a string."""
-    if kind is Path and isinstance(value, str):
+    if kind is Path and isinstance(value, str | Path):
         return Path(value)
-    raise NotImplementedError(f"cannot convert {value!r} to {kind}")
+    raise TypeError(f"expected a path, got {value!r}")
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
