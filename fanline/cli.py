@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from fanline.commands import log as log_commands
+from fanline.commands.bench_log import bench_log
 from fanline.commands.infra import infra
 
 
@@ -23,3 +25,6 @@ def log() -> None:
 
 
 main.add_command(infra)
+bench.add_command(bench_log)
+log.add_command(log_commands.tail)
+log.add_command(log_commands.stats)

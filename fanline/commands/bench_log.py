@@ -1,0 +1,112 @@
+"""`fanline bench log`: how fast the log takes and gives events.
+
+- append_eps: events/s through SQLiteLog.append, batches of 500 encoded PostCreated events.
+- append_ratio: that over a bare sqlite3 loop (BEGIN; executemany of the same rows into one bare
+  table of the same row shape, same pragmas; COMMIT) in the same run. The two run in alternating
+  slices, in the same directory, so disk and CPU drift (2 shared cores) hit both alike.
+- consume_eps: engineer C's `fanline.benchmarks.consume.measure_consume_eps`.
+- kinesis_append_ratio: engineer B's `fanline.benchmarks.kinesis.measure_kinesis_append_ratio`
+  on a kinesalite started here and stopped afterwards.
+
+Everything lives in a temporary directory removed at the end. The last line printed is one JSON
+object with every figure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from fanline import emulators
+from fanline.benchmarks.consume import measure_consume_eps
+from fanline.benchmarks.kinesis import BATCH_SIZE, Batch, make_batches, measure_kinesis_append_ratio
+from streams.sqlite_log import SQLiteLog, connect
+
+SLICES = 6  # per side, alternating
+# The consume benchmark reads its log 3 times per side: 50 000 events keep it near 10 s.
+CONSUME_EVENTS = 50_000
+
+
+async def measure_sqlite_append(directory: Path, seconds: float) -> dict[str, float]:
+    """Events/s of SQLiteLog.append and of a bare executemany loop, and their ratio."""
+    batches = make_batches(40)
+    log = SQLiteLog(directory / "log.sqlite")
+    bare = connect(directory / "bare.sqlite")
+    bare.execute(
+        "CREATE TABLE bare (seq INTEGER PRIMARY KEY, partition_key TEXT NOT NULL, data BLOB NOT NULL)"
+    )
+    next_seq = 1
+
+    async def append_bare(batch: Batch) -> None:
+        # The least a log must do: number the rows and insert them in one transaction.
+        nonlocal next_seq
+        rows = [(next_seq + n, key, data) for n, (key, data) in enumerate(batch)]
+        next_seq += len(batch)
+        bare.execute("BEGIN IMMEDIATE")
+        bare.executemany("INSERT INTO bare VALUES (?, ?, ?)", rows)
+        bare.execute("COMMIT")
+
+    async def append_log(batch: Batch) -> None:
+        await log.append(batch)
+
+    sides = {"log": append_log, "bare": append_bare}
+    totals = {name: [0, 0.0] for name in sides}
+    index = 0
+    try:
+        for slice_ in range(SLICES):
+            order = ["bare", "log"] if slice_ % 2 == 0 else ["log", "bare"]
+            for name in order:
+                began = time.perf_counter()
+                while time.perf_counter() - began < seconds / 2 / SLICES:
+                    await sides[name](batches[index % len(batches)])
+                    index += 1
+                    totals[name][0] += BATCH_SIZE
+                totals[name][1] += time.perf_counter() - began
+    finally:
+        await log.close()
+        bare.close()
+    log_eps, bare_eps = (totals[name][0] / totals[name][1] for name in ("log", "bare"))
+    return {
+        "append_eps": round(log_eps, 1),
+        "bare_executemany_eps": round(bare_eps, 1),
+        "append_ratio": round(log_eps / bare_eps, 3),
+    }
+
+
+async def measure_kinesis(directory: Path, seconds: float) -> dict[str, float]:
+    # Our own throwaway kinesalite accepts any credentials; the SDK insists on some.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "local")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "local")
+    emulator = emulators.start("kinesalite", directory / "kinesalite")
+    try:
+        return await measure_kinesis_append_ratio(emulator.endpoint_url, seconds)
+    finally:
+        emulator.stop()
+
+
+@click.command("log")
+@click.option("--seconds", default=6.0, show_default=True, help="measuring time of each figure")
+def bench_log(seconds: float) -> None:
+    """Append and consume rates of the SQLite log, and the Kinesis log's cost over bare PutRecords."""
+    with tempfile.TemporaryDirectory(prefix="fanline-bench-log-") as tmp:
+        directory = Path(tmp)
+        figures = asyncio.run(measure_sqlite_append(directory, seconds))
+        click.echo(
+            f"SQLiteLog.append: {figures['append_eps']:,.0f} events/s; bare executemany: "
+            f"{figures['bare_executemany_eps']:,.0f} events/s; ratio {figures['append_ratio']}"
+        )
+        consume = asyncio.run(measure_consume_eps(CONSUME_EVENTS))
+        click.echo("Consumer on SQLiteLog: " + ", ".join(f"{k}={v}" for k, v in consume.items()))
+        figures["consume_eps"] = consume["consume_eps"]
+        kinesis = asyncio.run(measure_kinesis(directory, seconds))
+        click.echo("KinesisLog.append on kinesalite: " + ", ".join(f"{k}={v}" for k, v in kinesis.items()))
+        figures["kinesis_append_ratio"] = kinesis["kinesis_append_ratio"]
+    # The machine's 2 cores are shared: the load says how much to trust the figures.
+    figures["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    click.echo(json.dumps(figures))
