@@ -100,9 +100,11 @@ def _followed(state: BatchState, event: UserFollowed, settings: FoldSettings) ->
     follower, followee = event.data.follower_id, event.data.followee_id
     user_state = state.users[followee]
     followers = _followers(user_state)
-    if follower == followee or follower in followers:
-        return []  # self-follows are ignored; a repeated follow changes nothing
-    user = _with_count(user_state.user, len(followers) + 1, settings)
+    if follower == followee:
+        return []  # self-follows are ignored
+    # A repeated follow is folded like the first: after a partial apply the edge may be there
+    # without the count or the backfill, and writing them again is harmless.
+    user = _with_count(user_state.user, len(followers) + (follower not in followers), settings)
     mutations: list[Mutation] = []
     if pushed(user, settings):
         backfill = _entries([follower], user_state.posts[: settings.backfill_depth])
