@@ -138,9 +138,10 @@ def _writes(mutation: Mutation) -> list[Write]:
                                            "ts_post_id": sort_key((ts, post_id))}), False),
                     (POSTS_BY_ID, encode(POSTS_BY_ID, {"post_id": post_id}), False)]
         case PutTimelineEntries(entries):
-            return [(TIMELINES, encode(TIMELINES, {"user_id": e.user_id, "ts_post_id": sort_key(e.key),
-                                                   "post_id": e.post_id, "author_id": e.author_id,
-                                                   "ts": e.ts}), True) for e in entries]
+            # The bulk of fan-out: items built directly (the types of TIMELINES), not via encode.
+            return [(TIMELINES, {"user_id": {"S": e.user_id}, "ts_post_id": {"S": sort_key(e.key)},
+                                 "post_id": {"S": e.post_id}, "author_id": {"S": e.author_id},
+                                 "ts": {"N": str(e.ts)}}, True) for e in entries]
         case DeleteTimelineEntries(keys):
             return [(TIMELINES, encode(TIMELINES, {"user_id": user_id,
                                                    "ts_post_id": sort_key((ts, post_id))}), False)
@@ -152,9 +153,30 @@ def _writes(mutation: Mutation) -> list[Write]:
     raise TypeError(f"not a mutation: {mutation!r}")
 
 
-def _identity(write: Write) -> tuple[str, tuple[Any, ...]]:
+def _identity(write: Write) -> tuple[str, ...]:
+    """Table and key of a write. Every key attribute in projections.tables is a string (S)."""
     spec, item, _ = write
-    return spec.name, tuple(value for k in spec.key for value in item[k].values())
+    if spec.sort_key is None:
+        return spec.name, item[spec.partition_key]["S"]
+    return spec.name, item[spec.partition_key]["S"], item[spec.sort_key]["S"]
+
+
+def plan_writes(mutations: Sequence[Mutation]) -> list[list[Write] | TrimTimelines]:
+    """The batch as runs of writes, one per key (the last), split where a trim must read.
+
+    Everything is built before anything is sent, so bad input raises with nothing written.
+    """
+    steps: list[dict[tuple[str, ...], Write] | TrimTimelines] = [{}]
+    for mutation in mutations:
+        writes = _writes(mutation)
+        if isinstance(mutation, TrimTimelines):
+            steps += [mutation, {}]
+        run = steps[-1]
+        assert isinstance(run, dict)
+        for write in writes:
+            run[_identity(write)] = write  # the last write per key wins
+    return [step if isinstance(step, TrimTimelines) else list(step.values())
+            for step in steps if step]
 
 
 class DynamoDBStore:
@@ -324,21 +346,11 @@ class DynamoDBStore:
     # --- writes (the runner) -----------------------------------------------------------------
     async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
         position = sequence_position(sequence)
-        # Build every write first: bad input raises before anything is sent.
-        runs: list[dict[tuple[str, tuple[Any, ...]], Write] | TrimTimelines] = [{}]
-        for mutation in mutations:
-            writes = _writes(mutation)
-            if isinstance(mutation, TrimTimelines):
-                runs += [mutation, {}]
-            for write in writes:
-                run = runs[-1]
-                assert isinstance(run, dict)
-                run[_identity(write)] = write  # the last write per key wins
-        for run in runs:
-            if isinstance(run, TrimTimelines):
-                await self._trim(run)
+        for step in plan_writes(mutations):
+            if isinstance(step, TrimTimelines):
+                await self._trim(step)
             else:
-                await self._write_all(list(run.values()))
+                await self._write_all(step)
         await self._set_applied(shard_id, sequence, position)
 
     async def _write_all(self, writes: Sequence[Write]) -> None:

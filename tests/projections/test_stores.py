@@ -296,3 +296,9 @@ async def test_dynamodb_queries_follow_last_evaluated_key() -> None:
     assert await store.followers_page("x", 5, None) == ids[:5]
     # The Limit shrinks by what came back; no call is made once the page is full.
     assert [r["Limit"] for r in fake.requests] == [5, 3, 1]
+
+
+def test_every_projection_key_attribute_is_a_string() -> None:
+    # DynamoDBStore's de-duplication of a batch reads keys as strings (`item[key]["S"]`).
+    for spec in TABLES:
+        assert [spec.type_of(name) for name in spec.key] == ["S"] * len(spec.key), spec.name
