@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from fanline.benchmarks.dynamodb_write import bench_dynamodb_write
 from fanline.commands import log as log_commands
 from fanline.commands.bench_log import bench_log
 from fanline.commands.infra import infra
@@ -26,5 +27,6 @@ def log() -> None:
 
 main.add_command(infra)
 bench.add_command(bench_log)
+bench.add_command(bench_dynamodb_write)
 log.add_command(log_commands.tail)
 log.add_command(log_commands.stats)

@@ -116,7 +116,7 @@ def _planning_cost(items: int) -> float:
     return time.perf_counter() - began
 
 
-@click.command("dynamodb-write")
+@click.command("write")
 @click.option("--items", default=5000, show_default=True, help="timeline entries per side")
 @click.option("--concurrency", default=8, show_default=True, help="BatchWriteItem calls in flight")
 @click.option("--endpoint-url", default=None, help="a running dynalite (default: start one here)")
