@@ -339,9 +339,11 @@ async def test_a_killed_worker_loses_nothing_the_other_takes_over(
     log: SQLiteLog, leases: SQLiteLeaseStore, tmp_path: Path, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     appended = await log.append(posts(0, 1000, authors=100))
-    processes.append(start_worker(tmp_path, "w1", lease_timeout="1.5"))
+    # w1 is slow, so it has a backlog when it dies; w2 is quick, so it catches up after.
+    processes.append(start_worker(tmp_path, "w1", lease_timeout="1.5", delay="0.1"))
     await eventually(owned_by(leases, {"w1"}), 15, "w1 holding every lease")
-    processes.append(start_worker(tmp_path, "w2", lease_timeout="1.5"))
+    processes.append(start_worker(tmp_path, "w2", lease_timeout="1.5", delay="0.005"))
+    await eventually(owned_by(leases, {"w1", "w2"}), 15, "the two sharing the shards")
 
     async def keep_appending() -> None:
         for start in range(1000, 4000, 100):
@@ -350,9 +352,11 @@ async def test_a_killed_worker_loses_nothing_the_other_takes_over(
 
     appending = asyncio.create_task(keep_appending())
     try:
-        await eventually(owned_by(leases, {"w1", "w2"}), 15, "the two sharing the shards")
-        os.kill(processes[0].pid, signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        w1_shards = {lease.shard_id for lease in await leases.list() if lease.owner == "w1"}
+        os.kill(processes[0].pid, signal.SIGKILL)  # mid-stream: records arrive before and after
         processes[0].wait()
+        assert not appending.done()
     finally:
         await appending
     last = last_per_shard(appended)
@@ -362,6 +366,7 @@ async def test_a_killed_worker_loses_nothing_the_other_takes_over(
     assert processes[1].wait(timeout=15) == 0
     by_w1, by_w2 = processed(tmp_path / "w1.sqlite"), processed(tmp_path / "w2.sqlite")
     assert by_w1 and by_w2
+    assert w1_shards <= {shard for shard, _ in by_w2}  # w2 took over what w1 held when it died
     everything = {(a.shard_id, a.sequence) for a in appended}
     assert set(by_w1) | set(by_w2) == everything  # nothing lost, nothing made up
     # Per worker and shard, what it handled was in order (duplicates only across a takeover).
