@@ -198,7 +198,6 @@ class DynamoDBStore:
         self._attempts = attempts
         self._max_wait_s = max_wait_s
         self._limit = asyncio.Semaphore(concurrency)
-        self.concurrency = concurrency
 
     @classmethod
     async def connect(
