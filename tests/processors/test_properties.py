@@ -17,6 +17,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from fanline.emulators import Emulator
+from projections.dynamodb_store import DynamoDBStore
 from projections.memory_store import MemoryStore
 from projections.sqlite_store import SQLiteStore
 from projections.store import Store
@@ -100,6 +102,14 @@ _examples = given(
 
 
 @pytest.fixture(scope="module")
+async def dynamodb_store(dynalite: Emulator) -> AsyncIterator[DynamoDBStore]:
+    store = await DynamoDBStore.connect(endpoint_url=dynalite.endpoint_url, table_prefix="props-")
+    await store.create_tables()
+    yield store
+    await store.close()
+
+
+@pytest.fixture(scope="module")
 def memory_store() -> MemoryStore:
     return MemoryStore()
 
@@ -129,6 +139,19 @@ async def test_sqlite_store_matches_reference(
     limit: int, seed: int,
 ) -> None:
     await run_example(sqlite_store, ops, threshold, strategy, limit, random.Random(seed))
+
+
+# DynamoDB applies a batch's writes in parallel chunks: the partial applies of the delivery
+# (a prefix of the mutations lands, then a crash) are its crash mid-batch. Few examples: each
+# costs hundreds of requests to dynalite.
+@_examples
+@_explicit
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+async def test_dynamodb_store_matches_reference(
+    dynamodb_store: DynamoDBStore, ops: list[tuple[Any, ...]], threshold: int, strategy: Strategy,
+    limit: int, seed: int,
+) -> None:
+    await run_example(dynamodb_store, ops, threshold, strategy, limit, random.Random(seed))
 
 
 @given(ops=histories.operations, threshold=histories.thresholds, limit=st.integers(1, 4))
