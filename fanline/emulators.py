@@ -66,7 +66,11 @@ def start(name: EmulatorName, data_dir: Path | None = None, port: int | None = N
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
         args += ["--path", str(data_dir)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # A session of its own: a Ctrl-C in the terminal reaches its owner, which stops it by pid after
+    # everything that still talks to it (e.g. processors releasing their leases) has finished.
+    process = subprocess.Popen(
+        args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     emulator = Emulator(name, port, process, data_dir)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
