@@ -8,6 +8,8 @@ from fanline.benchmarks.dynamodb_write import bench_dynamodb_write
 from fanline.commands import log as log_commands
 from fanline.commands.bench_log import bench_log
 from fanline.commands.infra import infra
+from fanline.commands.run import api, process, up
+from fanline.commands.token import token
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,3 +32,7 @@ bench.add_command(bench_log)
 bench.add_command(bench_dynamodb_write)
 log.add_command(log_commands.tail)
 log.add_command(log_commands.stats)
+main.add_command(up)
+main.add_command(api)
+main.add_command(process)
+main.add_command(token)

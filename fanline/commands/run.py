@@ -1,0 +1,293 @@
+"""`fanline up`, `fanline api`, `fanline process`: run the API and the processors.
+
+`up` runs the API (uvicorn) in this process and the processors as a child process
+(`fanline process`), for three reasons: a Python process uses one core, and the fold and the API
+then have one each; a crash of one piece does not take the other down; and it is the shape of a
+deployment, where they are separate services. The child is started and stopped by its pid.
+
+Stopping: SIGINT or SIGTERM. The API finishes its requests and the appends it accepted; the
+processors finish their batch, checkpoint and release their leases; then the adapters are
+closed and, with --aws-emulators, the emulators stopped. The exit status is 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack, ExitStack
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+import msgspec
+import uvicorn
+from prometheus_client import REGISTRY
+
+from api.app import create_app
+from api.auth import Tokens
+from fanline import emulators
+from fanline.settings import Settings, SettingsError
+from fanline.wiring import fold_settings, open_accounts, open_leases, open_log, open_store
+from load.world import WorldSpec, ensure_world
+from processors.metrics import Metrics
+from processors.runner import Runner
+from streams.consumer import Consumer
+
+DEFAULT_WORLD_USERS = 300
+CHILD_STOP_TIMEOUT_S = 15.0
+
+
+class Stopper:
+    """The SIGINT/SIGTERM handler: remembers the request and runs the stop callbacks on the loop.
+
+    uvicorn swaps in its own handlers while serving and puts these back afterwards (replaying the
+    signal to them), so a signal at any moment, before, during or after serving, stops cleanly.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._callbacks: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def on_stop(self, callback: Callable[[], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._callbacks.append(callback)
+        if self.requested:
+            callback()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if self._loop is not None and not self._loop.is_closed():
+            for callback in self._callbacks:
+                # threadsafe: it also wakes a loop that sleeps in select().
+                self._loop.call_soon_threadsafe(callback)
+
+
+def _settings(data_dir: Path | None, endpoint_url: str | None) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": data_dir, "endpoint_url": endpoint_url}
+    if endpoint_url is not None:
+        overrides["backend"] = "aws"
+    try:
+        return Settings.load(overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options every run command takes (API.md "Running")."""
+    decorators = [
+        click.option("--data-dir", type=click.Path(path_type=Path),
+                     help="Embedded log, store, secret (default FANLINE_DATA_DIR or ./.fanline)."),
+        click.option("--host", default="127.0.0.1", show_default=True),
+        click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True),
+        click.option("--world", type=click.IntRange(min=2), metavar="N",
+                     help=f"Write a world of N users unless one exists (up: {DEFAULT_WORLD_USERS})."),
+        click.option("--no-world", is_flag=True, help="Write no synthetic world."),
+        click.option("--aws-emulators", is_flag=True,
+                     help="Start kinesalite and dynalite (data under the data dir) and use them."),
+        click.option("--endpoint-url", metavar="URL",
+                     help="Use Kinesis and DynamoDB at URL (an emulator) instead of SQLite."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def _check(world: int | None, no_world: bool, aws_emulators: bool, endpoint_url: str | None) -> None:
+    if world is not None and no_world:
+        raise click.UsageError("--world and --no-world exclude each other")
+    if aws_emulators and endpoint_url:
+        raise click.UsageError("--aws-emulators and --endpoint-url exclude each other")
+
+
+# --- the API -------------------------------------------------------------------------------------
+
+
+async def _serve_api(
+    settings: Settings, host: str, port: int, world: int | None, stopper: Stopper,
+    started: Callable[[], None] = lambda: None, watch: Callable[[], str | None] = lambda: None,
+) -> bool:
+    """Serve until stopped; False when `watch()` reported a reason to give up (a dead child)."""
+    async with AsyncExitStack() as stack:
+        log = await open_log(settings)
+        stack.push_async_callback(log.close)
+        store = await open_store(settings)
+        stack.push_async_callback(store.close)
+        accounts = await open_accounts(settings)
+        stack.push_async_callback(accounts.close)
+        if world is not None and not stopper.requested:
+            written = await ensure_world(log, settings.data_dir, WorldSpec(users=world))
+            click.echo(f"world: wrote {written} events ({world} users)" if written else "world: exists")
+        app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=settings.strategy,
+                         consistency_wait_ms=settings.consistency_wait_ms)
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+        stopper.on_stop(lambda: setattr(server, "should_exit", True))
+        failure: list[str] = []
+
+        async def supervise() -> None:
+            while not server.started and not server.should_exit:
+                await asyncio.sleep(0.05)
+            if server.started:
+                started()
+            while not server.should_exit:
+                reason = watch()
+                if reason is not None:
+                    failure.append(reason)
+                    server.should_exit = True
+                await asyncio.sleep(0.2)
+
+        supervisor = asyncio.create_task(supervise())
+        await server.serve()
+        supervisor.cancel()
+        for reason in failure:
+            click.echo(f"stopping: {reason}", err=True)
+        return not failure
+
+
+def _announce(settings: Settings, host: str, port: int) -> None:
+    url = f"http://{host}:{port}"
+    producer = Tokens(settings.signing_secret()).issue("fanline-cli", "producer")
+    auth = f"-H {shlex.quote('Authorization: Bearer ' + producer)}"
+    click.echo(f"\nfanline is up at {url}  (docs: {url}/docs; stop with Ctrl-C)\n")
+    click.echo(f"a producer token (acts for any user):\n  {producer}\n")
+    click.echo("try:")
+    click.echo(f"  curl -s {url}/v1/users/w000001")
+    click.echo(f"  curl -s {auth} '{url}/v1/users/w000001/timeline?limit=5'")
+    click.echo(f"  curl -s -X POST {auth} -H 'Content-Type: application/json' "
+               f"-d '{{\"body\": \"hello\", \"actor_id\": \"w000001\"}}' {url}/v1/posts")
+    click.echo(f"  curl -s -X POST -H 'Content-Type: application/json' "
+               f"-d '{{\"handle\": \"me\", \"password\": \"long enough\"}}' {url}/v1/auth/signup", nl=True)
+    sys.stdout.flush()
+
+
+# --- the processors --------------------------------------------------------------------------------
+
+
+async def _process(settings: Settings, stopper: Stopper) -> None:
+    async with AsyncExitStack() as stack:
+        log = await open_log(settings)
+        stack.push_async_callback(log.close)
+        store = await open_store(settings)
+        stack.push_async_callback(store.close)
+        leases = await open_leases(settings)
+        stack.push_async_callback(leases.close)
+        runner = Runner(store, fold_settings(settings), Metrics(REGISTRY))
+        consumer = Consumer(log, leases, runner.handle, worker_id=f"{socket.gethostname()}-{os.getpid()}")
+        stopper.on_stop(consumer.stop)
+        # run() returns after stop(): batches finished, checkpointed, leases released.
+        await consumer.run()
+
+
+def _spawn_processors(settings: Settings) -> subprocess.Popen[bytes]:
+    """`fanline process` with these settings, passed through the environment."""
+    env = {**os.environ, "FANLINE_DATA_DIR": str(settings.data_dir), "FANLINE_BACKEND": settings.backend}
+    for name in ("endpoint_url", "kinesis_endpoint_url"):
+        value = getattr(settings, name)
+        if value is not None:
+            env[f"FANLINE_{name.upper()}"] = value
+    # The child's own Ctrl-C handling would race ours: it gets SIGTERM from us, by pid, instead.
+    return subprocess.Popen(
+        [sys.executable, "-c", "from fanline.cli import main; main()", "process"],
+        env=env, start_new_session=True,
+    )
+
+
+def _stop_child(child: subprocess.Popen[bytes]) -> None:
+    if child.poll() is None:
+        os.kill(child.pid, signal.SIGTERM)
+        try:
+            child.wait(timeout=CHILD_STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+@click.command()
+@_options
+def up(data_dir: Path | None, host: str, port: int, world: int | None, no_world: bool,
+       aws_emulators: bool, endpoint_url: str | None) -> None:
+    """Run the API and the processors together (with a small synthetic world) until Ctrl-C."""
+    _check(world, no_world, aws_emulators, endpoint_url)
+    settings = _settings(data_dir, endpoint_url)
+    stopper = Stopper()
+    stopper.install()
+    ok = True
+    with ExitStack() as cleanup:
+        if aws_emulators:
+            click.echo("starting kinesalite and dynalite ...")
+            # The SDK signs every request, the emulators check nothing: dummy credentials will do.
+            for name, value in (("AWS_ACCESS_KEY_ID", "emulator"), ("AWS_SECRET_ACCESS_KEY", "emulator")):
+                os.environ.setdefault(name, value)
+            kinesis = emulators.start("kinesalite", settings.data_dir / "kinesalite")
+            cleanup.callback(kinesis.stop)
+            dynamo = emulators.start("dynalite", settings.data_dir / "dynalite")
+            cleanup.callback(dynamo.stop)
+            settings = msgspec.structs.replace(
+                settings, backend="aws", endpoint_url=dynamo.endpoint_url,
+                kinesis_endpoint_url=kinesis.endpoint_url,
+            )
+        if stopper.requested:
+            return
+        # The API opens (and with an emulator, creates) the log and tables before the child starts.
+        children: list[subprocess.Popen[bytes]] = []
+
+        def started() -> None:
+            child = _spawn_processors(settings)
+            children.append(child)
+            cleanup.callback(_stop_child, child)
+            click.echo(f"processors: pid {child.pid}")
+            _announce(settings, host, port)
+
+        def watch() -> str | None:
+            if children and children[0].poll() is not None:
+                return f"the processors (pid {children[0].pid}) exited with {children[0].returncode}"
+            return None
+
+        users = None if no_world else (world or DEFAULT_WORLD_USERS)
+        ok = asyncio.run(_serve_api(settings, host, port, users, stopper, started, watch))
+    click.echo("stopped")
+    if not ok:
+        sys.exit(1)
+
+
+@click.command()
+@_options
+def api(data_dir: Path | None, host: str, port: int, world: int | None, no_world: bool,
+        aws_emulators: bool, endpoint_url: str | None) -> None:
+    """Run the API only (a world only when --world N is given)."""
+    _check(world, no_world, aws_emulators, endpoint_url)
+    if aws_emulators:
+        raise click.UsageError("--aws-emulators is for `fanline up`; give `fanline api` --endpoint-url")
+    settings = _settings(data_dir, endpoint_url)
+    stopper = Stopper()
+    stopper.install()
+    url = f"http://{host}:{port}"
+    asyncio.run(_serve_api(settings, host, port, world, stopper, lambda: click.echo(f"API at {url}")))
+
+
+@click.command()
+@_options
+def process(data_dir: Path | None, host: str, port: int, world: int | None, no_world: bool,
+            aws_emulators: bool, endpoint_url: str | None) -> None:
+    """Run the processors only (the host, port and world options do not apply)."""
+    _check(world, no_world, aws_emulators, endpoint_url)
+    if aws_emulators:
+        raise click.UsageError("--aws-emulators is for `fanline up`; give `fanline process` --endpoint-url")
+    settings = _settings(data_dir, endpoint_url)
+    stopper = Stopper()
+    stopper.install()
+    asyncio.run(_process(settings, stopper))

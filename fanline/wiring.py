@@ -1,0 +1,92 @@
+"""Wiring: the adapters a Settings asks for.
+
+backend "sqlite" (the default): one SQLite file each under `settings.data_dir` — log.db, store.db,
+leases.db, accounts.db. backend "aws": Kinesis and DynamoDB at `settings.endpoint_url` (an
+emulator; Kinesis at `kinesis_endpoint_url` when that is set), or AWS itself when both are None.
+Against an emulator the stream and tables are created when missing; on AWS they come from
+Terraform (infra/), so nothing here needs create rights.
+
+Each `open_*` answers an open adapter; the caller closes it.
+"""
+
+from __future__ import annotations
+
+from api.accounts import AccountStore
+from fanline.settings import Settings
+from processors.settings import FoldSettings
+from projections.dynamodb_accounts import DynamoDBAccounts
+from projections.dynamodb_store import DynamoDBStore
+from projections.sqlite_accounts import SQLiteAccounts
+from projections.sqlite_store import SQLiteStore
+from projections.store import Store
+from streams.dynamodb_leases import DynamoDBLeaseStore
+from streams.kinesis_log import KinesisLog
+from streams.leases import LeaseStore
+from streams.log import Log
+from streams.sqlite_leases import SQLiteLeaseStore
+from streams.sqlite_log import SQLiteLog
+
+
+def _data_dir(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _creates(settings: Settings) -> bool:
+    """Create missing streams and tables only on an emulator (see the module docstring)."""
+    return settings.endpoint_url is not None or settings.kinesis_endpoint_url is not None
+
+
+async def open_log(settings: Settings) -> Log:
+    if settings.backend == "sqlite":
+        _data_dir(settings)
+        return SQLiteLog(settings.data_dir / "log.db", shard_count=settings.shards)
+    endpoint_url = settings.kinesis_endpoint_url or settings.endpoint_url
+    log = await KinesisLog.connect(settings.stream_name, endpoint_url=endpoint_url, region=settings.region)
+    if _creates(settings):
+        await log.ensure_stream(settings.shards)
+    return log
+
+
+async def open_store(settings: Settings) -> Store:
+    if settings.backend == "sqlite":
+        _data_dir(settings)
+        return SQLiteStore(settings.data_dir / "store.db")
+    store = await DynamoDBStore.connect(
+        endpoint_url=settings.endpoint_url, region=settings.region, table_prefix=settings.table_prefix
+    )
+    if _creates(settings):
+        await store.create_tables()
+    return store
+
+
+async def open_leases(settings: Settings) -> LeaseStore:
+    if settings.backend == "sqlite":
+        _data_dir(settings)
+        return SQLiteLeaseStore(settings.data_dir / "leases.db")
+    leases = await DynamoDBLeaseStore.connect(
+        settings.table_prefix + "leases", endpoint_url=settings.endpoint_url, region=settings.region
+    )
+    if _creates(settings):
+        await leases.ensure_table()
+    return leases
+
+
+async def open_accounts(settings: Settings) -> AccountStore:
+    if settings.backend == "sqlite":
+        _data_dir(settings)
+        return SQLiteAccounts(settings.data_dir / "accounts.db")
+    accounts = await DynamoDBAccounts.connect(
+        settings.table_prefix, endpoint_url=settings.endpoint_url, region=settings.region
+    )
+    if _creates(settings):
+        await accounts.ensure_tables()
+    return accounts
+
+
+def fold_settings(settings: Settings) -> FoldSettings:
+    return FoldSettings(
+        strategy=settings.strategy,
+        celebrity_threshold=settings.celebrity_threshold,
+        timeline_cap=settings.timeline_cap,
+        backfill_depth=settings.backfill_depth,
+    )
