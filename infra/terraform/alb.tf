@@ -1,6 +1,7 @@
 resource "aws_lb" "api" {
   #checkov:skip=CKV_AWS_91:access logs need a second bucket with an ELB-writable policy; CloudWatch 5xx/latency metrics cover the trial deployment
   #checkov:skip=CKV_AWS_150:deletion protection would block `terraform destroy` of a trial deployment; set it by hand in production
+  #checkov:skip=CKV2_AWS_20:port 80 redirects to HTTPS when certificate_arn is set; without one it is the trial's only listener
   #checkov:skip=CKV2_AWS_28:a WAF is a per-organisation choice (rules, cost); attach one with aws_wafv2_web_acl_association
   name                       = "${var.name}-api"
   load_balancer_type         = "application"
@@ -11,6 +12,7 @@ resource "aws_lb" "api" {
 }
 
 resource "aws_lb_target_group" "api" {
+  #checkov:skip=CKV_AWS_378:TLS ends at the load balancer; from it to the tasks is plain HTTP inside the VPC's private subnets
   name                 = "${var.name}-api"
   port                 = 8080
   protocol             = "HTTP"
@@ -32,7 +34,6 @@ resource "aws_lb_target_group" "api" {
 resource "aws_lb_listener" "http" {
   #checkov:skip=CKV_AWS_2:port 80 serves HTTP only when no certificate is given (trials); with one it redirects to HTTPS
   #checkov:skip=CKV_AWS_103:same listener: TLS applies to the HTTPS listener
-  #checkov:skip=CKV2_AWS_20:the redirect to HTTPS is there when certificate_arn is set
   load_balancer_arn = aws_lb.api.arn
   port              = 80
   protocol          = "HTTP"

@@ -15,15 +15,17 @@ locals {
     "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
     "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:DescribeTable",
   ]
-  # projections/dynamodb_store.py (apply, dead letters) and streams/dynamodb_leases.py (leases).
+  # projections/dynamodb_store.py (apply, put_dead_letter) and streams/dynamodb_leases.py (leases).
+  # No DeleteItem: the store's deletes go through BatchWriteItem; removing dead letters is an
+  # operator's job, with the operator's credentials.
   dynamodb_processor = [
-    "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+    "dynamodb:PutItem", "dynamodb:UpdateItem",
     "dynamodb:Query", "dynamodb:Scan", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
     "dynamodb:DescribeTable",
   ]
   # The Lambda path folds with the same store; its leases are the event source mapping's.
   dynamodb_lambda = [
-    "dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:Scan",
+    "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan",
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable",
   ]
   # What Lambda's Kinesis event source mapping itself calls with the function's role.

@@ -17,7 +17,8 @@ resource "aws_lambda_function" "processor" {
   function_name = "${var.name}-processor"
   role          = aws_iam_role.lambda[0].arn
   package_type  = "Image"
-  image_uri     = local.image
+  # Lambda takes single-architecture images only: the README builds this tag apart.
+  image_uri     = "${aws_ecr_repository.fanline.repository_url}:${var.image_tag}-lambda"
   architectures = [lower(var.cpu_architecture) == "arm64" ? "arm64" : "x86_64"]
   memory_size   = var.processor_memory
   timeout       = 300

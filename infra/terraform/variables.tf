@@ -166,3 +166,14 @@ variable "api_requests_per_task" {
   type        = number
   default     = 3000
 }
+
+variable "availability_zone_suffixes" {
+  description = "The two availability zones, as suffixes of the region (us-east-1 + a)."
+  type        = list(string)
+  default     = ["a", "b"]
+
+  validation {
+    condition     = length(var.availability_zone_suffixes) == 2
+    error_message = "Give exactly two availability zones."
+  }
+}

