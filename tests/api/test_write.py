@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,15 @@ async def test_unknown_route_answers_in_the_error_shape(api: Api) -> None:
     answer = await api.client.get("/v1/nothing")
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "not_found"
+
+
+async def test_concurrent_retries_append_once(api: Api) -> None:
+    headers = {**api.auth("u1"), "Idempotency-Key": "burst"}
+    answers = await asyncio.gather(
+        *(api.client.post("/v1/posts", json={"body": "once"}, headers=headers) for _ in range(5))
+    )
+    assert len(api.log.appended) == 1
+    done = [a for a in answers if a.status_code == 202]
+    # The others either replayed the first answer or were told it is still in progress.
+    assert done and all(a.json() == done[0].json() for a in done)
+    assert all(a.status_code == 409 and a.headers["Retry-After"] for a in answers if a.status_code != 202)
