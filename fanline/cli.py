@@ -8,6 +8,7 @@ from fanline.benchmarks.dynamodb_write import bench_dynamodb_write
 from fanline.commands import log as log_commands
 from fanline.commands.bench_log import bench_log
 from fanline.commands.bench_read import bench_read
+from fanline.commands.bench_write import bench_write
 from fanline.commands.infra import infra
 from fanline.commands.run import api, process, up
 from fanline.commands.token import token
@@ -31,6 +32,7 @@ def log() -> None:
 main.add_command(infra)
 bench.add_command(bench_log)
 bench.add_command(bench_read)
+bench.add_command(bench_write)
 bench.add_command(bench_dynamodb_write)
 log.add_command(log_commands.tail)
 log.add_command(log_commands.stats)
