@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.log import Log, Position, Record, sequence_key
+from streams.log import Log, Position, Record, Shard, hash_key, sequence_key
 from streams.sqlite_log import SQLiteLog
 from tests.streams.log_contract import LogContract
 
@@ -146,3 +146,31 @@ async def test_bad_reader_arguments_are_refused(tmp_path: Path) -> None:
             await log.reader("shardId-000000000000", Position.trim_horizon()).read(0)
     finally:
         await log.close()
+
+
+async def test_a_reader_of_a_quiet_shard_moves_past_other_shards_records(tmp_path: Path) -> None:
+    # Every shard lives in one table: a reader skips the others' rows and must not skip its own.
+    log = SQLiteLog(tmp_path / "log.sqlite")
+    try:
+        shards = await log.shards()
+        keys = [f"user-{i}" for i in range(100)]
+        quiet = next(k for k in keys if shard_of(shards, k) == shards[0].shard_id)
+        busy = [k for k in keys if shard_of(shards, k) != shards[0].shard_id]
+        reader = log.reader(shards[0].shard_id, Position.trim_horizon())
+        for round_ in range(3):
+            await log.append([(key, f"{round_}".encode()) for key in busy])
+            assert (await reader.read(limit=1)).records == []
+            [appended] = await log.append([(quiet, f"quiet-{round_}".encode())])
+            await log.append([(key, b"after") for key in busy])
+            result = await reader.read(limit=1)
+            assert [(r.sequence, r.data) for r in result.records] == [
+                (appended.sequence, f"quiet-{round_}".encode())
+            ]
+            assert result.millis_behind == 0
+    finally:
+        await log.close()
+
+
+def shard_of(shards: list[Shard], key: str) -> str:
+    h = hash_key(key)
+    return next(s.shard_id for s in shards if s.starting_hash_key <= h <= s.ending_hash_key)
