@@ -152,8 +152,9 @@ def auth_routes(
             raise ApiError(409, "handle_taken", f"handle: {body.handle!r} is taken")
         try:
             consistency_token = await register(user_id, body.handle, body.display_name)
-        except BaseException:
-            # Nothing half-written: no account without its UserRegistered event.
+        except Exception:
+            # Nothing half-written: no account without its UserRegistered event. (Not on
+            # cancellation: the append may still land, and then the account must stay.)
             await accounts.delete(body.handle)
             raise
         answer = {"user_id": user_id, "token": tokens.issue(user_id), "consistency_token": consistency_token}

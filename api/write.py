@@ -6,6 +6,11 @@ AccountStore before the append and holds the answer afterwards: a retry gets the
 and appends nothing, also after a restart. When the log refuses (LogUnavailable after its own
 retries) the claim is dropped and the answer is 503 with Retry-After: nothing was appended, or
 (Kinesis's PutRecords is not atomic) a part whose retry is safe, since every effect is idempotent.
+
+Known limits: a post is known to DELETE (and a user of /v1/events to follows) once the processors have
+projected it, so deleting a post in the first moments after creating it answers 404; a crash
+between the append and recording the answer leaves the key pending for STALE_CLAIM_MS, after
+which a retry appends again; idempotency records are kept forever (no expiry yet).
 """
 
 from __future__ import annotations
@@ -150,7 +155,9 @@ class Writer:
             return self._replay(first, fingerprint)
         try:
             body = await self._answer(events, answer)
-        except BaseException:
+        except Exception:
+            # The append failed: free the key for the retry. Not on cancellation (shutdown): the
+            # append may still land, so the claim stays and goes stale after STALE_CLAIM_MS.
             await self._accounts.release(record.key)
             raise
         encoded = _encode(body)
