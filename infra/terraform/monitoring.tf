@@ -62,27 +62,14 @@ resource "aws_cloudwatch_metric_alarm" "iterator_age" {
   ok_actions          = [aws_sns_topic.alarms.arn]
 }
 
-# Dead letters: the runner writes each to the dead_letters table and logs nothing we could count
-# without parsing, so the ECS path counts the dead-letter log lines of the processor, and the
-# Lambda path the records its event source mapping gave up on (the on-failure queue).
-resource "aws_cloudwatch_log_metric_filter" "dead_letters" {
-  name           = "${var.name}-dead-letters"
-  log_group_name = aws_cloudwatch_log_group.processor.name
-  pattern        = "\"dead letter\""
-
-  metric_transformation {
-    name          = "DeadLetters"
-    namespace     = "Fanline"
-    value         = "1"
-    default_value = "0"
-  }
-}
-
+# Dead letters: the runner writes each one to the dead_letters table (ECS and Lambda alike), and
+# nothing else writes there but an operator clearing it, so any write to that table is the signal.
 resource "aws_cloudwatch_metric_alarm" "dead_letters" {
   alarm_name          = "${var.name}-dead-letters"
-  alarm_description   = "The processors dead-lettered events: `fanline` lists them from the dead_letters table."
-  namespace           = "Fanline"
-  metric_name         = "DeadLetters"
+  alarm_description   = "The processors dead-lettered events: they are in the ${aws_dynamodb_table.dead_letters.name} table."
+  namespace           = "AWS/DynamoDB"
+  metric_name         = "ConsumedWriteCapacityUnits"
+  dimensions          = { TableName = aws_dynamodb_table.dead_letters.name }
   statistic           = "Sum"
   period              = 300
   evaluation_periods  = 1

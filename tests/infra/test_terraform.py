@@ -26,7 +26,14 @@ from hcl2 import SerializationOptions
 from fanline import emulators, wiring
 from fanline.commands.infra import ALL_TABLES, LEASES, TABLES_TF_JSON, render
 from fanline.settings import Settings
-from projections.tables import ACCOUNT_TABLES, TABLES, USERS, GlobalIndex, create_table_request
+from projections.tables import (
+    ACCOUNT_TABLES,
+    DEAD_LETTERS,
+    TABLES,
+    USERS,
+    GlobalIndex,
+    create_table_request,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = ROOT / "infra" / "terraform"
@@ -389,3 +396,17 @@ def test_tables_are_encrypted_with_the_key_and_recoverable(name: str) -> None:
     table = _terraform_tables()[name]
     assert table["server_side_encryption"] == {"enabled": True, "kms_key_arn": "${aws_kms_key.main.arn}"}
     assert table["point_in_time_recovery"] == {"enabled": True}
+
+
+def test_alarms_watch_lag_dead_letters_and_5xx() -> None:
+    alarms = {name.removeprefix("aws_cloudwatch_metric_alarm."): body
+              for name, body in _blocks("monitoring.tf", "resource").items()
+              if name.startswith("aws_cloudwatch_metric_alarm.")}
+    assert alarms["iterator_age"]["metric_name"] == "GetRecords.IteratorAgeMilliseconds"
+    # Every dead letter is a write to the dead-letter table (projections/dynamodb_store.py).
+    dead = alarms["dead_letters"]
+    assert (dead["namespace"], dead["metric_name"]) == ("AWS/DynamoDB", "ConsumedWriteCapacityUnits")
+    assert dead["dimensions"] == {"TableName": f"${{aws_dynamodb_table.{DEAD_LETTERS.name}.name}}"}
+    assert {alarms["api_5xx"]["metric_name"], alarms["alb_5xx"]["metric_name"]} == {
+        "HTTPCode_Target_5XX_Count", "HTTPCode_ELB_5XX_Count"}
+    assert all(body["alarm_actions"] == ["${aws_sns_topic.alarms.arn}"] for body in alarms.values())
