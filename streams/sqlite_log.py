@@ -169,7 +169,7 @@ class SQLiteLog:
             while (remaining := deadline - loop.time()) > 0:
                 # An append in this process wakes us at once; others show in data_version.
                 await asyncio.wait({woken}, timeout=min(pause, remaining))
-                if woken.done():
+                if woken.done() or self._closed:
                     return
                 if await self._run(self._reader, self._data_version_sync) != baseline:
                     return
@@ -181,6 +181,8 @@ class SQLiteLog:
         if self._closed:
             return
         self._closed = True
+        for waiter in list(self._waiters):  # a consumer waiting for records should stop now
+            waiter.get_loop().call_soon_threadsafe(_wake, waiter)
         for executor in (self._writer, self._reader):
             executor.shutdown(wait=True)
         for conn in (self._writer_conn, self._reader_conn, self._conn):

@@ -174,3 +174,15 @@ async def test_a_reader_of_a_quiet_shard_moves_past_other_shards_records(tmp_pat
 def shard_of(shards: list[Shard], key: str) -> str:
     h = hash_key(key)
     return next(s.shard_id for s in shards if s.starting_hash_key <= h <= s.ending_hash_key)
+
+
+async def test_closing_the_log_ends_a_wait(tmp_path: Path) -> None:
+    log = SQLiteLog(tmp_path / "log.sqlite")
+    waiting = asyncio.create_task(log.wait_for_records(timeout_s=10.0))
+    await asyncio.sleep(0.05)
+    start = time.monotonic()
+    await log.close()
+    await asyncio.wait_for(waiting, timeout=2.0)
+    assert time.monotonic() - start < 1.0
+    with pytest.raises(RuntimeError, match="closed"):
+        await log.append([("alice", b"too late")])
