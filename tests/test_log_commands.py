@@ -6,13 +6,19 @@ import asyncio
 import os
 import signal
 import sys
+import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fanline.cli import main
+from fanline.commands.log import log_stats, tail_log
+from fanline.emulators import Emulator
 from streams.events import PostCreated, PostCreatedData, encode, partition_key
+from streams.kinesis_log import KinesisLog
+from streams.log import Log, Position
 from streams.sqlite_log import SQLiteLog
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,3 +91,48 @@ async def test_tail_prints_old_and_new_events_and_undecodable_records_until_ctrl
 def test_tail_refuses_bad_options(option: list[str]) -> None:
     result = CliRunner().invoke(main, ["log", "tail", *option], env=SQLITE_ENV)
     assert result.exit_code == 2
+
+
+# --- the same two functions on both backends -------------------------------------------------
+@pytest.fixture(params=["sqlite", "kinesis"])
+async def any_log(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Log]:
+    log: Log
+    if request.param == "sqlite":
+        log = SQLiteLog(tmp_path / "log.db")
+    else:
+        kinesalite: Emulator = request.getfixturevalue("kinesalite")
+        kinesis = await KinesisLog.connect(
+            f"test-{uuid.uuid4().hex[:12]}", endpoint_url=kinesalite.endpoint_url
+        )
+        await kinesis.ensure_stream(4)
+        log = kinesis
+    yield log
+    await log.close()
+
+
+async def test_log_stats_counts_records_and_last_sequences(any_log: Log) -> None:
+    appended = await any_log.append([post(n, author=f"user-{n}") for n in range(30)])
+    stats = {s.shard_id: s for s in await log_stats(any_log)}
+    assert len(stats) == 4 and sum(s.records for s in stats.values()) == 30
+    for shard_id, s in stats.items():
+        mine = [a for a in appended if a.shard_id == shard_id]
+        assert s.records == len(mine)
+        assert s.last_sequence == (mine[-1].sequence if mine else None)
+
+
+async def test_tail_log_prints_what_arrives_until_cancelled(any_log: Log) -> None:
+    await any_log.append([post(0)])  # before the tail starts from LATEST: not printed
+    lines: list[str] = []
+    tail = asyncio.create_task(tail_log(any_log, Position.latest(), lines.append))
+    await asyncio.sleep(0.3)
+    await any_log.append([post(1), ("alice", b"{}")])
+    for _ in range(100):
+        if len(lines) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    tail.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tail
+    assert len(lines) == 2
+    assert lines[0].endswith(post(1)[1].decode())
+    assert "<undecodable: " in lines[1] and lines[1].endswith("b'{}'")
