@@ -133,6 +133,9 @@ def test_up_serves_processes_and_stops_on_sigterm(tmp_path: Path, running: list[
     assert alive(child)
     assert "world: wrote" in up.output()
     write_and_read_back(up, tmp_path)
+    metrics_url = re.search(r"metrics at (\S+)", up.output())
+    assert metrics_url, up.output()
+    assert "fanline_processor_millis_behind" in httpx.get(metrics_url.group(1)).text
     started = time.monotonic()
     assert up.stop() == 0, up.output()
     assert time.monotonic() - started < 10

@@ -28,7 +28,7 @@ from typing import Any
 import click
 import msgspec
 import uvicorn
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, start_http_server
 
 from api.app import create_app
 from api.auth import Tokens
@@ -174,8 +174,13 @@ def _announce(settings: Settings, host: str, port: int) -> None:
 # --- the processors --------------------------------------------------------------------------------
 
 
-async def _process(settings: Settings, stopper: Stopper) -> None:
+async def _process(settings: Settings, stopper: Stopper, host: str, metrics_port: int | None) -> None:
     async with AsyncExitStack() as stack:
+        if metrics_port is not None:
+            # The processors' own /metrics (lag per shard, deliveries, dead letters): in a
+            # deployment they are another service than the API, scraped on their own.
+            metrics_server, _ = start_http_server(metrics_port, addr=host, registry=REGISTRY)
+            stack.callback(metrics_server.shutdown)
         log = await open_log(settings)
         stack.push_async_callback(log.close)
         store = await open_store(settings)
@@ -189,7 +194,7 @@ async def _process(settings: Settings, stopper: Stopper) -> None:
         await consumer.run()
 
 
-def _spawn_processors(settings: Settings) -> subprocess.Popen[bytes]:
+def _spawn_processors(settings: Settings, host: str, metrics_port: int) -> subprocess.Popen[bytes]:
     """`fanline process` with these settings, passed through the environment."""
     env = {**os.environ, "FANLINE_DATA_DIR": str(settings.data_dir), "FANLINE_BACKEND": settings.backend}
     for name in ("endpoint_url", "kinesis_endpoint_url"):
@@ -198,7 +203,8 @@ def _spawn_processors(settings: Settings) -> subprocess.Popen[bytes]:
             env[f"FANLINE_{name.upper()}"] = value
     # The child's own Ctrl-C handling would race ours: it gets SIGTERM from us, by pid, instead.
     return subprocess.Popen(
-        [sys.executable, "-c", "from fanline.cli import main; main()", "process"],
+        [sys.executable, "-c", "from fanline.cli import main; main()", "process",
+         "--host", host, "--metrics-port", str(metrics_port)],
         env=env, start_new_session=True,
     )
 
@@ -246,10 +252,11 @@ def up(data_dir: Path | None, host: str, port: int, world: int | None, no_world:
         children: list[subprocess.Popen[bytes]] = []
 
         def started() -> None:
-            child = _spawn_processors(settings)
+            metrics_port = emulators.free_port()
+            child = _spawn_processors(settings, host, metrics_port)
             children.append(child)
             cleanup.callback(_stop_child, child)
-            click.echo(f"processors: pid {child.pid}")
+            click.echo(f"processors: pid {child.pid}, metrics at http://{host}:{metrics_port}/metrics")
             _announce(settings, host, port)
 
         def watch() -> str | None:
@@ -281,13 +288,15 @@ def api(data_dir: Path | None, host: str, port: int, world: int | None, no_world
 
 @click.command()
 @_options
+@click.option("--metrics-port", type=click.IntRange(0, 65535),
+              help="Serve the processors' Prometheus metrics at http://HOST:PORT/metrics.")
 def process(data_dir: Path | None, host: str, port: int, world: int | None, no_world: bool,
-            aws_emulators: bool, endpoint_url: str | None) -> None:
-    """Run the processors only (the host, port and world options do not apply)."""
+            aws_emulators: bool, endpoint_url: str | None, metrics_port: int | None) -> None:
+    """Run the processors only (--port and the world options do not apply)."""
     _check(world, no_world, aws_emulators, endpoint_url)
     if aws_emulators:
         raise click.UsageError("--aws-emulators is for `fanline up`; give `fanline process` --endpoint-url")
     settings = _settings(data_dir, endpoint_url)
     stopper = Stopper()
     stopper.install()
-    asyncio.run(_process(settings, stopper))
+    asyncio.run(_process(settings, stopper, host, metrics_port))
