@@ -71,8 +71,11 @@ class SQLiteLog:
         if shard_count < 1:
             raise ValueError(f"shard_count must be at least 1, not {shard_count}")
         self.path = path
-        self._conn = connect(path)
-        self.shard_count = self._create_or_open(shard_count)
+        try:
+            self._conn = connect(path)
+            self.shard_count = self._create_or_open(shard_count)
+        except sqlite3.Error as exc:  # no such directory, not a database, locked for too long
+            raise LogUnavailable(f"cannot open the log at {path}: {exc}") from exc
         self._shards = [
             Shard(
                 shard_id(i),
@@ -113,7 +116,9 @@ class SQLiteLog:
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.close()
             raise
         return count
 

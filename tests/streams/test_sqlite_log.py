@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.log import Log, Position, Record, Shard, hash_key, sequence_key
+from streams.log import Log, LogUnavailable, Position, Record, Shard, hash_key, sequence_key
 from streams.sqlite_log import SQLiteLog
 from tests.streams.log_contract import LogContract
 
@@ -186,3 +186,13 @@ async def test_closing_the_log_ends_a_wait(tmp_path: Path) -> None:
     assert time.monotonic() - start < 1.0
     with pytest.raises(RuntimeError, match="closed"):
         await log.append([("alice", b"too late")])
+
+
+def test_a_file_that_is_not_a_log_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "log.sqlite"
+    path.write_bytes(b"not a database, just some bytes " * 100)
+    with pytest.raises(LogUnavailable, match="cannot open the log"):
+        SQLiteLog(path)
+    assert path.read_bytes() == b"not a database, just some bytes " * 100
+    with pytest.raises(LogUnavailable, match="cannot open the log"):
+        SQLiteLog(tmp_path / "no" / "such" / "dir" / "log.sqlite")
