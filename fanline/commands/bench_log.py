@@ -103,7 +103,8 @@ async def measure_kinesis(directory: Path, seconds: float) -> dict[str, float]:
 
 @click.command("log")
 @click.option("--seconds", default=6.0, show_default=True, help="measuring time of each figure")
-def bench_log(seconds: float) -> None:
+@click.option("--consume-events", default=CONSUME_EVENTS, show_default=True, help="events the consumer reads")
+def bench_log(seconds: float, consume_events: int) -> None:
     """Append and consume rates of the SQLite log, and the Kinesis log's cost over bare PutRecords."""
     with tempfile.TemporaryDirectory(prefix="fanline-bench-log-") as tmp:
         directory = Path(tmp)
@@ -112,7 +113,7 @@ def bench_log(seconds: float) -> None:
             f"SQLiteLog.append: {figures['append_eps']:,.0f} events/s; bare executemany: "
             f"{figures['bare_executemany_eps']:,.0f} events/s; ratio {figures['append_ratio']}"
         )
-        consume = asyncio.run(measure_consume_eps(CONSUME_EVENTS))
+        consume = asyncio.run(measure_consume_eps(consume_events))
         click.echo("Consumer on SQLiteLog: " + ", ".join(f"{k}={v}" for k, v in consume.items()))
         figures["consume_eps"] = consume["consume_eps"]
         kinesis = asyncio.run(measure_kinesis(directory, seconds))
