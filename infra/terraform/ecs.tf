@@ -4,6 +4,8 @@
 resource "aws_ecr_repository" "fanline" {
   name                 = var.name
   image_tag_mutability = "IMMUTABLE"
+  # Images are rebuilt from git: `terraform destroy` may delete them with the repository.
+  force_delete = true
 
   image_scanning_configuration {
     scan_on_push = true
