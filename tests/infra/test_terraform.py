@@ -21,9 +21,11 @@ from typing import Any
 import hcl2
 import pytest
 from aiobotocore.session import get_session
+from click.testing import CliRunner
 from hcl2 import SerializationOptions
 
 from fanline import emulators, wiring
+from fanline.cli import main
 from fanline.commands.infra import ALL_TABLES, LEASES, TABLES_TF_JSON, render
 from fanline.settings import Settings
 from projections.tables import (
@@ -96,6 +98,16 @@ def test_fmt_check_catches_a_badly_formatted_file(tmp_path: Path) -> None:
 
 def test_tables_tf_json_is_what_the_generator_writes() -> None:
     assert TABLES_TF_JSON.read_text() == render(), "run `fanline infra tables`"
+
+
+def test_infra_tables_command_writes_and_checks(tmp_path: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["infra", "tables", "--check"]).exit_code == 0
+    output = tmp_path / "tables.tf.json"
+    stale = runner.invoke(main, ["infra", "tables", "--check", "--output", str(output)])
+    assert stale.exit_code == 1 and "out of date" in stale.output
+    assert runner.invoke(main, ["infra", "tables", "--output", str(output)]).exit_code == 0
+    assert output.read_text() == render()
 
 
 def _terraform_tables() -> dict[str, dict[str, Any]]:
