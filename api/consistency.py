@@ -55,22 +55,46 @@ ConsistencyCheck = Callable[[str], Awaitable[bool]]
 
 
 class ConsistencyWaiter:
-    """`await waiter(token)` waits until the store reflects the token's write; True if it gave up."""
+    """`await waiter(token)` waits until the store reflects the token's write; True if it gave up.
+
+    Applied marks only move forward, so any marks seen earlier that already cover a token prove
+    the write is reflected: a read whose write is long processed costs no store call at all.
+    Waiting reads share one `store.applied()` call at a time, so a crowd of them costs the store
+    one small read per poll interval, not one each.
+    """
 
     def __init__(self, store: Store, wait_ms: int, poll_s: float = POLL_S) -> None:
         self._store = store
         self._wait_s = wait_ms / 1000
         self._poll_s = poll_s
+        self._known: dict[str, int] = {}
+        self._fetching: asyncio.Future[dict[str, int]] | None = None
 
     async def __call__(self, token: str) -> bool:
         wanted = decode_token(token)
         target = int(wanted.sequence)
+        if self._known.get(wanted.shard_id, -1) >= target:
+            return False
         deadline = time.monotonic() + self._wait_s
         while True:
-            applied = (await self._store.applied()).get(wanted.shard_id)
-            if applied is not None and int(applied) >= target:
+            if (await self._fresh()).get(wanted.shard_id, -1) >= target:
                 return False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return True
             await asyncio.sleep(min(self._poll_s, remaining))
+
+    async def _fresh(self) -> dict[str, int]:
+        """The marks as of now: joins the call in flight, if any, else makes one."""
+        if self._fetching is None:
+            self._fetching = asyncio.ensure_future(self._fetch())
+        # shield: a waiter that is cancelled (its client left) does not cancel the others' call.
+        return await asyncio.shield(self._fetching)
+
+    async def _fetch(self) -> dict[str, int]:
+        try:
+            marks = {shard: int(sequence) for shard, sequence in (await self._store.applied()).items()}
+            self._known = marks
+            return marks
+        finally:
+            self._fetching = None

@@ -107,6 +107,7 @@ BAD = (400, ("bad input; the message names the field and why", _E))
 UNAUTHENTICATED = (401, ("missing, bad or expired bearer token", _E))
 REFUSED = (503, ("the stream refused after retries; retry after Retry-After seconds", _E))
 TOO_BIG = (413, ("body larger than the limit", _E))
+STORE_DOWN = (503, ("the projection store did not answer; retry after Retry-After seconds", _E))
 IDEMPOTENT = (
     (409, ("a request with this Idempotency-Key is still in progress", _E)),
     (422, ("this Idempotency-Key was used for a different request", _E)),
@@ -181,7 +182,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "The user's timeline, newest first (the user themself or a producer)",
         _answers((200, ("a page; header X-Fanline-Stale: true if consistent_after gave up waiting",
                         TimelinePage)),
-                 BAD, UNAUTHENTICATED, (403, ("someone else's timeline", _E))),
+                 BAD, UNAUTHENTICATED, (403, ("someone else's timeline", _E)), STORE_DOWN),
         params=(USER, _limit(PAGE_LIMIT), CURSOR,
                 Param("consistent_after", "query", "a write's consistency_token: wait (bounded) until "
                       "that write is reflected")),
@@ -189,32 +190,33 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     ("GET", "/v1/users/{user_id}/posts"): Operation(
         "The user's own posts, newest first",
-        _answers((200, ("a page", TimelinePage)), BAD, (404, ("unknown user", _E))),
+        _answers((200, ("a page", TimelinePage)), BAD, (404, ("unknown user", _E)), STORE_DOWN),
         params=(USER, _limit(PAGE_LIMIT), CURSOR),
     ),
     ("GET", "/v1/users/{user_id}"): Operation(
         "A profile with follower and following counts",
-        _answers((200, ("the profile", Profile)), BAD, (404, ("unknown user", _E))),
+        _answers((200, ("the profile", Profile)), BAD, (404, ("unknown user", _E)), STORE_DOWN),
         params=(USER,),
     ),
     ("GET", "/v1/users/{user_id}/followers"): Operation(
         "Who follows the user, by user id",
-        _answers((200, ("a page of user ids", UserPage)), BAD, (404, ("unknown user", _E))),
+        _answers((200, ("a page of user ids", UserPage)), BAD, (404, ("unknown user", _E)), STORE_DOWN),
         params=(USER, _limit(PAGE_LIMIT), CURSOR),
     ),
     ("GET", "/v1/users/{user_id}/following"): Operation(
         "Whom the user follows, by user id",
-        _answers((200, ("a page of user ids", UserPage)), BAD, (404, ("unknown user", _E))),
+        _answers((200, ("a page of user ids", UserPage)), BAD, (404, ("unknown user", _E)), STORE_DOWN),
         params=(USER, _limit(PAGE_LIMIT), CURSOR),
     ),
     ("GET", "/v1/users/{user_id}/suggestions"): Operation(
         "Who to follow: people the user's followees follow, best first",
-        _answers((200, ("suggestions with their scores", Suggestions)), BAD, (404, ("unknown user", _E))),
+        _answers((200, ("suggestions with their scores", Suggestions)), BAD, (404, ("unknown user", _E)),
+                 STORE_DOWN),
         params=(USER, _limit(SUGGESTIONS_LIMIT)),
     ),
     ("GET", "/v1/users/{a}/mutuals/{b}"): Operation(
         "The followees a and b have in common",
-        _answers((200, ("user ids", UserIds)), BAD, (404, ("unknown user", _E))),
+        _answers((200, ("user ids", UserIds)), BAD, (404, ("unknown user", _E)), STORE_DOWN),
         params=(Param("a", "path", "a user id", required=True),
                 Param("b", "path", "a user id", required=True)),
     ),

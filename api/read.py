@@ -24,12 +24,13 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.consistency import BadConsistencyToken, ConsistencyCheck
 from api.errors import ApiError
-from projections.store import Store
+from projections.store import Store, StoreUnavailable
 from projections.timeline import BadCursor, TimelineReader, decode_cursor
 
 MAX_LIMIT = 200
 PAGE_LIMIT = 50
 SUGGESTIONS_LIMIT = 10
+RETRY_AFTER_S = "1"
 JSON = "application/json"
 
 
@@ -117,6 +118,22 @@ def _decode_id_cursor(params: dict[str, str]) -> str | None:
     return after
 
 
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def _store_errors_as_503(endpoint: Endpoint) -> Endpoint:
+    """A store that refuses (after its own retries) is the client's cue to retry, not a 500."""
+
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except StoreUnavailable as exc:
+            message = f"the projection store did not answer; retry later ({exc})"
+            raise ApiError(503, "store_unavailable", message, {"Retry-After": RETRY_AFTER_S}) from exc
+
+    return guarded
+
+
 def read_routes(store: Store, timelines: TimelineReader, consistent: ConsistencyCheck) -> list[Route]:
     """The read routes; `consistent(token)` waits for a write to be reflected, True if it gave up."""
 
@@ -166,7 +183,7 @@ def read_routes(store: Store, timelines: TimelineReader, consistent: Consistency
 
     def follow_list(
         fetch: Callable[[str, int, str | None], Awaitable[list[str]]],
-    ) -> Callable[[Request], Awaitable[Response]]:
+    ) -> Endpoint:
         async def endpoint(request: Request) -> Response:
             user_id: str = request.path_params["user_id"]
             params = _query(request, ("limit", "cursor"))
@@ -205,15 +222,16 @@ def read_routes(store: Store, timelines: TimelineReader, consistent: Consistency
         common = set(await store.following_ids(a)) & set(await store.following_ids(b))
         return _json(UserIds(sorted(common)))
 
-    return [
-        Route("/v1/users/{user_id}/timeline", timeline, methods=["GET"]),
-        Route("/v1/users/{user_id}/posts", posts, methods=["GET"]),
-        Route("/v1/users/{user_id}/followers", follow_list(store.followers_page), methods=["GET"]),
-        Route("/v1/users/{user_id}/following", follow_list(store.following_page), methods=["GET"]),
-        Route("/v1/users/{user_id}/suggestions", suggestions, methods=["GET"]),
-        Route("/v1/users/{a}/mutuals/{b}", mutuals, methods=["GET"]),
-        Route("/v1/users/{user_id}", profile, methods=["GET"]),
+    routes: list[tuple[str, Endpoint]] = [
+        ("/v1/users/{user_id}/timeline", timeline),
+        ("/v1/users/{user_id}/posts", posts),
+        ("/v1/users/{user_id}/followers", follow_list(store.followers_page)),
+        ("/v1/users/{user_id}/following", follow_list(store.following_page)),
+        ("/v1/users/{user_id}/suggestions", suggestions),
+        ("/v1/users/{a}/mutuals/{b}", mutuals),
+        ("/v1/users/{user_id}", profile),
     ]
+    return [Route(path, _store_errors_as_503(endpoint), methods=["GET"]) for path, endpoint in routes]
 
 
 def static_route(method: str, path: str, body: bytes, status: int = 200) -> Route:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,7 @@ from api.errors import ApiError, handle_api_error
 from api.health import LatencyMiddleware, health_routes
 from api.read import read_routes
 from projections.memory_store import MemoryStore
-from projections.records import PutUser, User
+from projections.records import PutUser, SortKey, TimelineEntry, User
 from projections.store import StoreUnavailable
 from projections.timeline import TimelineReader
 from streams.log import LogUnavailable, Shard
@@ -78,6 +78,34 @@ async def test_waiter_returns_once_the_processor_catches_up() -> None:
     assert await waiter(encode_token("s-1", "7")) is False
     assert 0.04 <= time.monotonic() - started < 0.5
     await task
+
+
+class CountingStore(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.applied_calls = 0
+
+    async def applied(self) -> dict[str, str]:
+        self.applied_calls += 1
+        return await super().applied()
+
+
+async def test_waiting_reads_share_their_looks_at_the_store() -> None:
+    store = CountingStore()
+    waiter = ConsistencyWaiter(store, wait_ms=100)
+    token = encode_token("s-1", "5")
+    started = time.monotonic()
+    gave_up = await asyncio.gather(*(waiter(token) for _ in range(50)))
+    elapsed = time.monotonic() - started
+    assert gave_up == [True] * 50
+    # One look per poll interval for all fifty, not fifty per interval.
+    assert store.applied_calls <= elapsed / 0.005 + 5, store.applied_calls
+
+    await store.apply([], "s-1", "5")
+    await waiter(token)  # a fresh look sees the mark ...
+    calls = store.applied_calls
+    assert await waiter(encode_token("s-1", "4")) is False  # ... and older writes need no look at all
+    assert store.applied_calls == calls
 
 
 # --- health, readiness, metrics --------------------------------------------------------------
@@ -361,3 +389,21 @@ async def test_mutuals(world: tuple[MemoryStore, Feeder]) -> None:
         assert (await client.get("/v1/users/bob/mutuals/nobody")).status_code == 404
     assert both == {"items": ["dan", "eve", "fay"]}
     assert none == {"items": []}
+
+
+class RefusingStore(MemoryStore):
+    async def timeline_page(self, user_id: str, limit: int, before: SortKey | None) -> list[TimelineEntry]:
+        raise StoreUnavailable("throttled after 8 attempts")
+
+    async def users(self, user_ids: Collection[str]) -> dict[str, User]:
+        raise StoreUnavailable("throttled after 8 attempts")
+
+
+async def test_a_refusing_store_is_503_with_retry_after() -> None:
+    async with _client(_read_app(RefusingStore())) as client:
+        for url in ("/v1/users/ann/timeline", "/v1/users/ann", "/v1/users/ann/followers"):
+            answer = await client.get(url, headers=_as("ann"))
+            assert answer.status_code == 503, url
+            assert answer.headers["retry-after"] == "1"
+            assert answer.json()["error"]["code"] == "store_unavailable"
+            assert "throttled" in answer.json()["error"]["message"]
