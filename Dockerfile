@@ -21,7 +21,8 @@ ENV PATH=/opt/fanline/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     FANLINE_DATA_DIR=/data
-RUN useradd --system --uid 10001 --user-group --home-dir /data --create-home fanline
+RUN groupadd --system --gid 10001 fanline \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /data --create-home fanline
 COPY --from=build /opt/fanline /opt/fanline
 USER 10001:10001
 WORKDIR /data
