@@ -41,7 +41,9 @@ from processors.runner import Runner
 from streams.consumer import Consumer
 
 DEFAULT_WORLD_USERS = 300
-CHILD_STOP_TIMEOUT_S = 15.0
+# A batch in hand is finished before the processors stop; a big one (the first world) on the
+# emulators takes seconds. ECS gives the processor task 60 s (infra/terraform/ecs.tf).
+CHILD_STOP_TIMEOUT_S = 30.0
 
 
 class Stopper:
@@ -211,10 +213,14 @@ def _spawn_processors(settings: Settings, host: str, metrics_port: int) -> subpr
 
 def _stop_child(child: subprocess.Popen[bytes]) -> None:
     if child.poll() is None:
+        click.echo(f"stopping the processors (pid {child.pid}); they finish their batch first")
         os.kill(child.pid, signal.SIGTERM)
         try:
             child.wait(timeout=CHILD_STOP_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            # Safe, only slower next time: the unfinished batch is delivered again (at least once).
+            click.echo(f"processors (pid {child.pid}) still busy after {CHILD_STOP_TIMEOUT_S:g} s: killed",
+                       err=True)
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
 
