@@ -196,3 +196,24 @@ def test_a_file_that_is_not_a_log_is_refused_and_left_alone(tmp_path: Path) -> N
     assert path.read_bytes() == b"not a database, just some bytes " * 100
     with pytest.raises(LogUnavailable, match="cannot open the log"):
         SQLiteLog(tmp_path / "no" / "such" / "dir" / "log.sqlite")
+
+
+async def test_two_writers_on_one_file_keep_sequences_growing_and_answers_true(tmp_path: Path) -> None:
+    # Two logs on one file stand for two processes: each one's guess at the next sequence goes
+    # stale when the other appends, and the writer must renumber (and the answers follow).
+    first, second = SQLiteLog(tmp_path / "log.sqlite"), SQLiteLog(tmp_path / "log.sqlite")
+    try:
+        answers = []
+        for n in range(6):
+            writer = first if n % 2 == 0 else second
+            answers += await writer.append([("alice", f"{n}-a".encode()), ("alice", f"{n}-b".encode())])
+        records = await read_all(first)
+        assert [(r.sequence, r.data) for r in records] == [
+            (a.sequence, f"{n // 2}-{'ab'[n % 2]}".encode()) for n, a in enumerate(answers)
+        ]
+        assert [sequence_key(a.sequence) for a in answers] == sorted(
+            {sequence_key(a.sequence) for a in answers}
+        )
+    finally:
+        await first.close()
+        await second.close()
