@@ -125,6 +125,11 @@ class LoginBody(msgspec.Struct, forbid_unknown_fields=True):
     password: str
 
 
+def _login_failed() -> ApiError:
+    # One answer for a wrong handle and a wrong password: no way to probe which handles exist.
+    return _unauthorized("handle or password is wrong")
+
+
 # What sign-up needs from the write side: append UserRegistered(user_id, handle, display_name)
 # and answer its consistency token; raises ApiError (503) when the log refuses.
 Registrar = Callable[[str, str, str], Awaitable[str]]
@@ -142,7 +147,6 @@ def auth_routes(
 ) -> list[Route]:
     # Login with an unknown handle still verifies a hash, so both failures take as long.
     dummy_hash = hasher.hash("not a password of anyone")
-    login_failed = _unauthorized("handle or password is wrong")
 
     async def signup(request: Request) -> Response:
         body = await read_json(request, SignupBody)
@@ -168,9 +172,9 @@ def auth_routes(
                 hasher.verify, account.password_hash if account else dummy_hash, body.password
             )
         except (VerificationError, InvalidHashError) as exc:
-            raise login_failed from exc
+            raise _login_failed() from exc
         if account is None:
-            raise login_failed
+            raise _login_failed()
         answer = {"user_id": account.user_id, "token": tokens.issue(account.user_id)}
         return Response(_encode(answer), media_type="application/json")
 
