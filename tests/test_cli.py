@@ -157,3 +157,23 @@ def test_up_on_the_aws_emulators(tmp_path: Path, running: list[Up]) -> None:
     # The emulators were stopped with it: nothing listens on their data dirs any more.
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "kinesalite")], capture_output=True)
     assert leftovers.stdout == b""
+
+
+def test_api_alone_serves_and_stops(tmp_path: Path) -> None:
+    port = free_port()
+    out = tmp_path / "api.out"
+    with out.open("wb") as sink:
+        process = subprocess.Popen(
+            [*FANLINE, "api", "--data-dir", str(tmp_path), "--port", str(port), "--world", "5"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "API at" not in out.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        assert "world: wrote" in out.read_text()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=15) == 0, out.read_text()
