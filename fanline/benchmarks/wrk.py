@@ -17,7 +17,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,9 +107,15 @@ def lua_strings(values: list[str]) -> str:
     return "{" + ",".join(json.dumps(v) for v in values) + "}"
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pid: int
+
+
 @contextlib.contextmanager
-def api_server(data_dir: Path, secret: str, statics: list[tuple[str, str, bytes, int]]) -> Iterator[str]:
-    """The API on a free port in a child process; yields its base URL; stops it by pid."""
+def api_server(data_dir: Path, secret: str, statics: list[tuple[str, str, bytes, int]]) -> Iterator[Server]:
+    """The API on a free port in a child process; yields its URL and pid; stops it by pid."""
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         args = [sys.executable, "-m", "fanline.benchmarks.api_server", "--data-dir", str(data_dir),
@@ -120,7 +128,7 @@ def api_server(data_dir: Path, secret: str, statics: list[tuple[str, str, bytes,
         base = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(base, server)
-            yield base
+            yield Server(base, server.pid)
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -140,3 +148,43 @@ def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 3
                 return
         time.sleep(0.1)
     raise RuntimeError(f"the API server did not answer /healthz within {timeout_s:g} s")
+
+
+def profile(pid: int, seconds: float, output: Path) -> str:
+    """py-spy samples of process `pid` for `seconds` into `output` (raw stacks); a short summary.
+
+    Run it while load is on. The summary: each thread's share of the samples and the frames
+    with the most samples of their own (where the CPU time is spent, not who called it).
+    """
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise click.ClickException("py-spy is not installed: `pip install py-spy` into the venv")
+    subprocess.run([spy, "record", "-p", str(pid), "-d", str(max(1, round(seconds))), "-f", "raw",
+                    "-o", str(output), "--threads", "--nonblocking"],
+                   check=True, capture_output=True, timeout=seconds + 30)
+    threads: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in output.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        total += int(count)
+        threads[frames[0].split(": ", 1)[-1]] += int(count)
+        own[frames[-1]] += int(count)
+    lines = [f"py-spy: {total} samples in {output}"]
+    lines += [f"  thread {name}: {n / total:.0%}" for name, n in threads.most_common()]
+    lines += [f"  {n / total:5.1%} {frame}" for frame, n in own.most_common(12)]
+    return "\n".join(lines)
+
+
+def profiled_load(server: Server, script: str, seconds: float, output: Path) -> str:
+    """Load the server with wrk for `seconds` + 2 while py-spy samples it for `seconds`."""
+    results: list[WrkResult] = []
+    load = threading.Thread(target=lambda: results.append(run_wrk(server.url, script, seconds + 2)))
+    load.start()
+    try:
+        time.sleep(1)  # let wrk connect and the server settle
+        summary = profile(server.pid, seconds, output)
+    finally:
+        load.join()
+    return f"{summary}\n  (under load: {results[0].rps:.0f} req/s)" if results else summary

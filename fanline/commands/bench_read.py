@@ -26,7 +26,14 @@ import msgspec
 
 from api.auth import Tokens
 from fanline.benchmarks.read_world import WorldInfo, build_world, store_path
-from fanline.benchmarks.wrk import WrkResult, api_server, lua_strings, require_wrk, run_wrk
+from fanline.benchmarks.wrk import (
+    WrkResult,
+    api_server,
+    lua_strings,
+    profiled_load,
+    require_wrk,
+    run_wrk,
+)
 from load.world import user_id
 from projections.sqlite_store import SQLiteStore
 from projections.timeline import TimelineReader
@@ -84,7 +91,11 @@ def _combine(results: list[WrkResult]) -> tuple[float, float, float]:
               help="readers drawn across the world")
 @click.option("--seconds", default=5.0, show_default=True, help="length of each measured slice")
 @click.option("--slices", default=2, show_default=True, help="slices per side, alternating")
-def bench_read(data_dir: Path, users: int, reader_count: int, seconds: float, slices: int) -> None:
+@click.option("--profile", "profile_to", type=click.Path(path_type=Path, dir_okay=False),
+              help="after measuring, sample the server with py-spy under load into this file")
+def bench_read(
+    data_dir: Path, users: int, reader_count: int, seconds: float, slices: int, profile_to: Path | None
+) -> None:
     """Timelines per second over HTTP (wrk) against a static page of the same size."""
     require_wrk()
     info: WorldInfo = asyncio.run(build_world(data_dir, users))
@@ -97,11 +108,13 @@ def bench_read(data_dir: Path, users: int, reader_count: int, seconds: float, sl
     static_script = _script(readers, token, f"{STATIC_PATH}?reader=", "")
     timeline: list[WrkResult] = []
     ceiling: list[WrkResult] = []
-    with api_server(data_dir, secret, [("GET", STATIC_PATH, static_page, 200)]) as base:
-        run_wrk(base, timeline_script, 2)  # warm-up: connections, caches, page cache
+    with api_server(data_dir, secret, [("GET", STATIC_PATH, static_page, 200)]) as server:
+        run_wrk(server.url, timeline_script, 2)  # warm-up: connections, caches, page cache
         for _ in range(slices):
-            ceiling.append(run_wrk(base, static_script, seconds))
-            timeline.append(run_wrk(base, timeline_script, seconds))
+            ceiling.append(run_wrk(server.url, static_script, seconds))
+            timeline.append(run_wrk(server.url, timeline_script, seconds))
+        if profile_to is not None:
+            click.echo(profiled_load(server, timeline_script, seconds, profile_to))
     for name, results in (("timeline", timeline), ("static page", ceiling)):
         for r in results:
             click.echo(f"{name}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "

@@ -26,7 +26,14 @@ import msgspec
 from api.auth import Tokens
 from api.consistency import encode_token
 from api.write import new_id
-from fanline.benchmarks.wrk import WrkResult, api_server, lua_strings, require_wrk, run_wrk
+from fanline.benchmarks.wrk import (
+    WrkResult,
+    api_server,
+    lua_strings,
+    profiled_load,
+    require_wrk,
+    run_wrk,
+)
 from streams.log import Position
 from streams.sqlite_log import SQLiteLog
 
@@ -81,7 +88,9 @@ def _combine(results: list[WrkResult], counted: bool) -> tuple[float, float, flo
 @click.command("write")
 @click.option("--seconds", default=5.0, show_default=True, help="length of each measured slice")
 @click.option("--slices", default=2, show_default=True, help="slices per side, alternating")
-def bench_write(seconds: float, slices: int) -> None:
+@click.option("--profile", "profile_to", type=click.Path(path_type=Path, dir_okay=False),
+              help="after measuring, sample the server with py-spy under load into this file")
+def bench_write(seconds: float, slices: int, profile_to: Path | None) -> None:
     """Posts accepted per second over HTTP (wrk) against a static 202 from the same server."""
     require_wrk()
     secret = secrets.token_urlsafe(32)
@@ -93,11 +102,13 @@ def bench_write(seconds: float, slices: int) -> None:
     ceiling: list[WrkResult] = []
     with tempfile.TemporaryDirectory(prefix="fanline-bench-write-") as scratch:
         data_dir = Path(scratch)
-        with api_server(data_dir, secret, [("POST", STATIC_PATH, static, 202)]) as base:
-            warm_up = run_wrk(base, _script(token, "/v1/posts"), 1)
+        with api_server(data_dir, secret, [("POST", STATIC_PATH, static, 202)]) as server:
+            warm_up = run_wrk(server.url, _script(token, "/v1/posts"), 1)
             for _ in range(slices):
-                ceiling.append(run_wrk(base, _script(token, STATIC_PATH), seconds))
-                posts.append(run_wrk(base, _script(token, "/v1/posts"), seconds))
+                ceiling.append(run_wrk(server.url, _script(token, STATIC_PATH), seconds))
+                posts.append(run_wrk(server.url, _script(token, "/v1/posts"), seconds))
+            if profile_to is not None:
+                click.echo(profiled_load(server, _script(token, "/v1/posts"), seconds, profile_to))
         in_log = asyncio.run(_posts_in_log(data_dir))
     accepted = warm_up.counted + sum(r.counted for r in posts)
     for name, results in (("posts", posts), ("static 202", ceiling)):
