@@ -28,7 +28,9 @@ from streams.log import Appended, Position
 from streams.sqlite_leases import SQLiteLeaseStore
 from streams.sqlite_log import SQLiteLog
 
-READ_BATCH = 5000  # records per read: a few thousand amortise each read's and checkpoint's cost
+# Records per read. Measured here: 500-1000 beat 5000 by ~30 % CPU, because a smaller batch
+# dies before the cyclic GC promotes its objects to the old generation and sweeps them again.
+READ_BATCH = 1000
 ROUNDS = 3  # of each side, alternating
 
 
