@@ -78,7 +78,8 @@ def _query(request: Request, allowed: Collection[str]) -> dict[str, str]:
     params = dict(request.query_params)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise _bad(unknown[0], f"unknown query parameter; this route takes {', '.join(sorted(allowed))}")
+        takes = ", ".join(sorted(allowed)) or "no query parameters"
+        raise _bad(unknown[0], f"unknown query parameter; this route takes {takes}")
     return params
 
 

@@ -346,7 +346,10 @@ async def test_profile(world: tuple[MemoryStore, Feeder]) -> None:
         bob = (await client.get("/v1/users/bob")).json()
         eve = (await client.get("/v1/users/eve")).json()
         assert (await client.get("/v1/users/nobody")).status_code == 404
-        assert (await client.get("/v1/users/bob?x=1")).status_code == 400
+        unknown = await client.get("/v1/users/bob?x=1")
+        assert unknown.status_code == 400
+        message = unknown.json()["error"]["message"]
+        assert message == "x: unknown query parameter; this route takes no query parameters"
     assert bob == {"user_id": "bob", "handle": "bob", "display_name": "Bob", "followers": 1,
                    "following": 4, "celebrity": False}
     assert eve["followers"] == 3 and eve["following"] == 0 and eve["celebrity"] is True
