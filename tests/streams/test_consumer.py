@@ -16,12 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from fanline.benchmarks.consume import measure_consume_eps
 from fanline.emulators import Emulator
 from streams.consumer import Consumer, leases_to_take, parents_first, position_after
 from streams.delivery import Batch, Delivered, Undecodable
+from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.events import PostCreated, PostCreatedData, encode
 from streams.kinesis_log import KinesisLog
-from streams.leases import SHARD_END, TRIM_HORIZON, Lease
+from streams.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseStore
 from streams.log import HASH_KEY_MAX, Appended, Log, Position, Shard
 from streams.sqlite_leases import SQLiteLeaseStore
 from streams.sqlite_log import SQLiteLog
@@ -58,11 +60,11 @@ async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout_s: flo
         await asyncio.sleep(0.05)
 
 
-async def checkpoints(leases: SQLiteLeaseStore) -> dict[str, str]:
+async def checkpoints(leases: LeaseStore) -> dict[str, str]:
     return {lease.shard_id: lease.checkpoint for lease in await leases.list()}
 
 
-def checkpointed(leases: SQLiteLeaseStore, last: dict[str, str]) -> Callable[[], Awaitable[bool]]:
+def checkpointed(leases: LeaseStore, last: dict[str, str]) -> Callable[[], Awaitable[bool]]:
     """A check: every shard in `last` is checkpointed at its last sequence."""
 
     async def check() -> bool:
@@ -107,7 +109,7 @@ class Running:
 
 def consume(
     log: Log,
-    leases: SQLiteLeaseStore,
+    leases: LeaseStore,
     handler: Callable[[Batch], Awaitable[None]],
     *,
     lease_timeout_s: float = 3.0,
@@ -207,6 +209,31 @@ async def test_every_record_of_4_shards_is_delivered_once_in_order_then_stop_rel
     assert {(lease.owner, lease.checkpoint) for lease in await leases.list()} == {
         (None, seq) for seq in last.values()
     }
+
+
+async def test_a_consumer_on_dynamodb_leases_delivers_everything_and_releases(
+    log: SQLiteLog, dynalite: Emulator
+) -> None:
+    table = f"leases-{uuid.uuid4().hex[:8]}"
+    leases = await DynamoDBLeaseStore.connect(table, endpoint_url=dynalite.endpoint_url)
+    await leases.ensure_table()
+    appended = await log.append(posts(0, 300))
+    got: list[str] = []
+
+    async def handler(batch: Batch) -> None:
+        got.extend(item.sequence for item in batch.items)
+
+    try:
+        running = consume(log, leases, handler)
+        try:
+            await eventually(checkpointed(leases, last_per_shard(appended)), 20, "every shard checkpointed")
+        finally:
+            await running.finish()
+        assert sorted(got) == sorted(a.sequence for a in appended)
+        assert {lease.owner for lease in await leases.list()} == {None}
+    finally:
+        await leases.client.delete_table(TableName=leases.table_name)
+        await leases.close()
 
 
 async def test_undecodable_records_arrive_in_place_with_shard_and_sequence(
@@ -414,3 +441,11 @@ async def test_a_split_shard_is_read_parent_first_on_kinesalite(
     by_shard = {lease.shard_id: lease for lease in await leases.list()}
     assert by_shard[parent.shard_id].checkpoint == SHARD_END
     assert all(by_shard[a.shard_id].parent_ids == (parent.shard_id,) for a in after)
+
+
+# --- the benchmark runs (its speed is reported, never asserted) -----------------------------------
+async def test_the_consume_benchmark_reports_its_figures() -> None:
+    figures = await measure_consume_eps(events=2000)
+    assert figures["events"] == 2000
+    assert set(figures) == {"events", "consume_eps", "bare_read_decode_eps", "consume_ratio"}
+    assert all(value > 0 for value in figures.values())
