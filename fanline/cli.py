@@ -6,6 +6,7 @@ import click
 
 from fanline.benchmarks.dynamodb_write import bench_dynamodb_write
 from fanline.commands import log as log_commands
+from fanline.commands.bench_fanout import bench_fanout
 from fanline.commands.bench_log import bench_log
 from fanline.commands.bench_read import bench_read
 from fanline.commands.bench_write import bench_write
@@ -30,6 +31,7 @@ def log() -> None:
 
 
 main.add_command(infra)
+bench.add_command(bench_fanout)
 bench.add_command(bench_log)
 bench.add_command(bench_read)
 bench.add_command(bench_write)

@@ -8,6 +8,7 @@ pass a fresh `CollectorRegistry` so several runners can coexist.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -24,6 +25,7 @@ from projections.records import (
 )
 
 _INT_BYTES = 8  # ts and counts are stored as 64-bit numbers
+_OWNER, _POST, _AUTHOR = attrgetter("user_id"), attrgetter("post_id"), attrgetter("author_id")
 
 
 class Metrics:
@@ -87,11 +89,12 @@ def measure(mutations: Sequence[Mutation]) -> tuple[int, int, int]:
             case PutTimelineEntries(entries):
                 items += len(entries)
                 deliveries += len(entries)
-                size += sum(len(e.user_id) + len(e.post_id) + len(e.author_id) for e in entries)
-                size += _INT_BYTES * len(entries)
+                # map/attrgetter: a C loop, as fan-out puts hundreds of thousands of entries.
+                size += sum(map(len, map(_OWNER, entries))) + sum(map(len, map(_POST, entries)))
+                size += sum(map(len, map(_AUTHOR, entries))) + _INT_BYTES * len(entries)
             case DeleteTimelineEntries(keys):
                 items += len(keys)
-                size += sum(len(owner) + len(post_id) for owner, _, post_id in keys)
+                size += sum(len(owner) + len(post_id) for owner, _, post_id in keys)  # fewer: deletes
                 size += _INT_BYTES * len(keys)
             case TrimTimelines():
                 pass

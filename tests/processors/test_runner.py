@@ -8,11 +8,20 @@ from prometheus_client import CollectorRegistry
 
 from processors.fold import fold_event
 from processors.metrics import Metrics
-from processors.runner import Runner
+from processors.runner import Runner, coalesce
 from processors.settings import FoldSettings
 from processors.state import BatchState
 from projections.memory_store import MemoryStore
-from projections.records import DeadLetter, Mutation, TrimTimelines
+from projections.records import (
+    DeadLetter,
+    DeleteTimelineEntries,
+    Mutation,
+    Post,
+    PutPost,
+    PutTimelineEntries,
+    TimelineEntry,
+    TrimTimelines,
+)
 from streams.delivery import Batch, Delivered, Undecodable
 from streams.events import Event, encode
 from tests.processors.builders import OneShard, follow, post, register
@@ -134,3 +143,23 @@ async def test_metrics_count_lag_deliveries_and_writes_per_event_type() -> None:
     assert _value(registry, "fanline_items_written_total", event_type="UserFollowed", strategy="push") == 6
     assert _value(registry, "fanline_bytes_written_total", event_type="PostCreated", strategy="push") > 0
     assert _value(registry, "fanline_timeline_trims_total", strategy="push") == 3
+
+
+def test_coalesce_merges_runs_of_puts_in_key_order_but_never_across_a_delete() -> None:
+    e = TimelineEntry
+    mutations: list[Mutation] = [
+        PutTimelineEntries((e("b", 2, "p2", "a"), e("a", 2, "p2", "a"))),
+        TrimTimelines(("a", "b"), 5),
+        PutPost(Post("p2", "a", "x", 2)),
+        PutTimelineEntries((e("a", 1, "p1", "a"),)),
+        DeleteTimelineEntries((("a", 2, "p2"),)),
+        PutTimelineEntries((e("c", 3, "p3", "a"),)),
+        TrimTimelines(("c",), 5),
+    ]
+    assert coalesce(mutations, 5) == [
+        PutTimelineEntries((e("a", 2, "p2", "a"), e("a", 1, "p1", "a"), e("b", 2, "p2", "a"))),
+        PutPost(Post("p2", "a", "x", 2)),
+        DeleteTimelineEntries((("a", 2, "p2"),)),
+        PutTimelineEntries((e("c", 3, "p3", "a"),)),
+        TrimTimelines(("a", "b", "c"), 5),
+    ]
