@@ -24,7 +24,7 @@ from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.events import PostCreated, PostCreatedData, encode
 from streams.kinesis_log import KinesisLog
 from streams.leases import SHARD_END, TRIM_HORIZON, Lease, LeaseStore
-from streams.log import HASH_KEY_MAX, Appended, Log, Position, Shard
+from streams.log import HASH_KEY_MAX, Appended, Log, Position, ReadResult, Shard, ShardReader
 from streams.sqlite_leases import SQLiteLeaseStore
 from streams.sqlite_log import SQLiteLog
 
@@ -258,6 +258,51 @@ async def test_undecodable_records_arrive_in_place_with_shard_and_sequence(
     assert [i.data for i in bad if isinstance(i, Undecodable)] == [raw[0][1], raw[2][1]]
     assert all(i.error for i in bad if isinstance(i, Undecodable))
     assert [i.event.id for i in items if isinstance(i, Delivered)] == ["e-1", "e-2"]
+
+
+class CountingLog:
+    """An SQLiteLog whose readers count the reads they make."""
+
+    def __init__(self, log: SQLiteLog) -> None:
+        self.log = log
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.log, name)
+
+    def reader(self, shard_id: str, position: Position) -> CountingReader:
+        return CountingReader(self, self.log.reader(shard_id, position))
+
+
+class CountingReader:
+    def __init__(self, log: CountingLog, reader: ShardReader) -> None:
+        self.log, self.reader = log, reader
+
+    async def read(self, limit: int = 1000) -> ReadResult:
+        self.log.reads += 1
+        return await self.reader.read(limit)
+
+
+async def test_idle_shards_wait_for_records_instead_of_polling(
+    log: SQLiteLog, leases: SQLiteLeaseStore
+) -> None:
+    counting = CountingLog(log)
+    got: list[str] = []
+
+    async def handler(batch: Batch) -> None:
+        got.extend(item.sequence for item in batch.items)
+
+    running = consume(counting, leases, handler)  # type: ignore[arg-type]
+    try:
+        await asyncio.sleep(1.0)  # an empty log: 4 idle shards
+        idle_reads = counting.reads
+        appended = await log.append(posts(0, 8))
+        await eventually(lambda: len(got) == 8, 5, "the records appended while idle")
+    finally:
+        await running.finish()
+    # One read per shard and wait (idle_wait_s is 1 s); a polling loop would make thousands.
+    assert idle_reads <= 12
+    assert sorted(got) == sorted(a.sequence for a in appended)
 
 
 async def test_a_failing_handler_gets_the_same_batch_again_and_nothing_is_checkpointed_meanwhile(
