@@ -329,8 +329,10 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 def _parse_sequence(sequence: str | None) -> int:
-    if sequence is None or not sequence.isdecimal():
+    if sequence is None or not sequence.isascii() or not sequence.isdecimal():
         raise ValueError(f"a sequence number is a decimal string, not {sequence!r}")
+    if int(sequence) >= 2**63:  # SQLite's integers; a Kinesis sequence number is not one of ours
+        raise ValueError(f"{sequence} is not a sequence number of an SQLite log")
     return int(sequence)
 
 

@@ -142,6 +142,9 @@ async def test_bad_reader_arguments_are_refused(tmp_path: Path) -> None:
             log.reader("shardId-000000000009", Position.trim_horizon())
         with pytest.raises(ValueError, match="decimal"):
             log.reader("shardId-000000000000", Position.at("12abc"))
+        kinesis_sequence = "49590338271490256608559692538361571095921575989136588898"
+        with pytest.raises(ValueError, match="not a sequence number of an SQLite log"):
+            log.reader("shardId-000000000000", Position.after(kinesis_sequence))
         with pytest.raises(ValueError, match="limit"):
             await log.reader("shardId-000000000000", Position.trim_horizon()).read(0)
     finally:
