@@ -25,6 +25,7 @@ from api.errors import ApiError, error_response, handle_api_error
 from api.health import LatencyMiddleware, health_routes
 from api.openapi import docs_routes
 from api.read import read_routes
+from api.web import web_routes
 from api.write import Writer, new_id, write_routes
 from projections.store import Store
 from projections.timeline import Strategy, TimelineReader
@@ -48,8 +49,14 @@ def create_app(
     consistency_wait_ms: int = 2000,
     linger_s: float = DEFAULT_LINGER_S,
     hasher: PasswordHasher | None = None,
+    celebrity_threshold: int = 50_000,
+    processor_metrics_url: str | None = None,
 ) -> Starlette:
-    """`hasher`: argon2 with its (slow) defaults unless a test passes a cheaper one."""
+    """`hasher`: argon2 with its (slow) defaults unless a test passes a cheaper one.
+
+    `celebrity_threshold` and `processor_metrics_url` (the processors' /metrics when they run in
+    another process) are only shown by the web app's pipeline page (`api.web`).
+    """
     batcher = AppendBatcher(log, linger_s=linger_s)
     writer = Writer(batcher, accounts)
     tokens = Tokens(secret)
@@ -58,6 +65,8 @@ def create_app(
         *write_routes(writer, store, accounts),
         *read_routes(store, TimelineReader(store, strategy), ConsistencyWaiter(store, consistency_wait_ms)),
         *health_routes(log, store),
+        *web_routes(log, store, strategy=strategy, celebrity_threshold=celebrity_threshold,
+                    processor_metrics_url=processor_metrics_url),
     ]
     # The docs routes read the final route list (their own two included) when first asked.
     routes.extend(docs_routes(routes))

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 
 from api.auth import LoginBody, SignupBody
 from api.read import MAX_LIMIT, PAGE_LIMIT, SUGGESTIONS_LIMIT, Profile, Suggestions, UserIds, UserPage
+from api.web import Pipeline
 from api.write import ActorBody, EventsBody, FollowBody, PostBody
 from projections.timeline import TimelinePage
 
@@ -229,6 +230,11 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         "Prometheus metrics: request latencies, appends, processor lag, deliveries, dead letters",
         _answers((200, ("Prometheus text exposition", None))),
         media_type="text/plain",
+    ),
+    ("GET", "/v1/pipeline"): Operation(
+        "The pipeline page's figures: lag per shard, dead letters, counters, strategy and threshold",
+        _answers((200, ("the figures now; rates come from two answers' counters and at_ms", Pipeline)),
+                 BAD, (503, ("the log or the store did not answer; retry after Retry-After seconds", _E))),
     ),
     ("GET", "/openapi.json"): Operation("This document", _answers((200, ("OpenAPI 3.1", None)))),
     ("GET", "/docs"): Operation(
