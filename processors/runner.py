@@ -28,6 +28,7 @@ from projections.records import (
     DeleteTimelineEntries,
     Mutation,
     PutTimelineEntries,
+    PutUser,
     TimelineEntry,
     TrimTimelines,
 )
@@ -55,8 +56,13 @@ def coalesce(mutations: list[Mutation], cap: int) -> list[Mutation]:
       post's owners in order), where the run began: a store writes rows in key order several
       times faster than scattered (SQLite B-tree pages). Moving a put earlier is safe: no
       fold reads timelines, so a crash after it changes nothing a redelivery would decide.
+    - User records last, after the trim. They carry the decisions a redelivery reads back
+      (a celebrity's demotion, whose pushes must not be lost), and a store that applies a
+      batch in parallel finishes every write before a trim first (DynamoDBStore: a trim must
+      read, so it closes the run of writes before it). Moving them later is always safe.
     """
     out: list[Mutation] = []
+    users: list[Mutation] = []
     trimmed: set[str] = set()
     run: list[TimelineEntry] = []
     run_at = -1
@@ -68,7 +74,9 @@ def coalesce(mutations: list[Mutation], cap: int) -> list[Mutation]:
         run, run_at = [], -1
 
     for mutation in mutations:
-        if isinstance(mutation, TrimTimelines):
+        if isinstance(mutation, PutUser):
+            users.append(mutation)
+        elif isinstance(mutation, TrimTimelines):
             trimmed.update(mutation.user_ids)
         elif isinstance(mutation, PutTimelineEntries):
             if run_at < 0:
@@ -82,7 +90,7 @@ def coalesce(mutations: list[Mutation], cap: int) -> list[Mutation]:
     close_run()
     if trimmed:
         out.append(TrimTimelines(tuple(sorted(trimmed)), cap))
-    return out
+    return out + users
 
 
 class Runner:
@@ -143,7 +151,7 @@ class Runner:
         strategy = self.settings.strategy
         for event_type, folded in counted:
             self.metrics.count_writes(event_type, strategy, folded)
-        for mutation in mutations[-1:]:
+        for mutation in mutations:
             if isinstance(mutation, TrimTimelines):
                 self.metrics.timeline_trims.labels(strategy).inc(len(mutation.user_ids))
 

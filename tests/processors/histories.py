@@ -13,7 +13,8 @@ The delivery is a consumer in miniature: per shard a checkpoint; a batch is the 
 records from it; after the handler returns the checkpoint moves. Between batches, at random:
 - crash before apply: the store refuses, the runner restarts, the batch comes again;
 - crash after apply, before the checkpoint: the batch (or a longer one) comes again;
-- partial apply: a prefix of the batch's mutations lands without the applied mark, then crash;
+- partial apply: part of the batch's mutations land without the applied mark, then a crash
+  (`landed`: any part of the run of writes under way, as DynamoDBStore's parallel writes);
 - an undecodable record in the shard, which must end up dead-lettered.
 """
 
@@ -29,7 +30,7 @@ from hypothesis import strategies as st
 from processors.metrics import Metrics
 from processors.runner import Runner
 from processors.settings import FoldSettings
-from projections.records import Mutation
+from projections.records import Mutation, TrimTimelines
 from projections.store import Store
 from projections.timeline import Strategy, TimelineItem, TimelineReader
 from streams.delivery import Batch, Delivered, Undecodable
@@ -119,6 +120,17 @@ class Crash(Exception):
     pass
 
 
+def landed(mutations: Sequence[Mutation], seed: int) -> list[Mutation]:
+    """What a crash part-way through an apply leaves, the way DynamoDBStore writes: runs of
+    writes in parallel, each finished before a trim (which must read) starts. So: everything
+    up to the last trim before the crash point, and any part of the run it was in."""
+    rng = random.Random(seed)
+    cut = rng.randint(0, len(mutations))
+    trims = [i for i, m in enumerate(mutations[:cut]) if isinstance(m, TrimTimelines)]
+    done = trims[-1] + 1 if trims else 0
+    return [*mutations[:done], *(m for m in mutations[done:cut] if rng.random() < 0.5)]
+
+
 class CrashingStore:
     """A Store whose next apply can be made to fail before, after, or half-way through."""
 
@@ -132,7 +144,7 @@ class CrashingStore:
             raise Crash("before apply")
         if isinstance(plan, int):
             mark = (await self.inner.applied()).get(shard_id, "0")
-            await self.inner.apply(list(mutations)[: plan % (len(mutations) + 1)], shard_id, mark)
+            await self.inner.apply(landed(mutations, plan), shard_id, mark)
             raise Crash("part-way through apply")
         await self.inner.apply(mutations, shard_id, sequence)
         if plan == "after":
@@ -175,7 +187,7 @@ async def deliver(
         items = shards[shard][start : start + rng.randint(1, 6)]
         roll = rng.random()
         if roll < crash_rate:
-            crashing.plan = rng.choice(["before", "after", rng.randint(0, 200)])
+            crashing.plan = rng.choice(["before", "after", rng.randint(0, 2**32)])
         try:
             await runner.handle(Batch(shard, items, millis_behind=0))
         except Crash:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from processors.fold import fold_event
@@ -19,12 +20,16 @@ from projections.records import (
     Post,
     PutPost,
     PutTimelineEntries,
+    PutUser,
     TimelineEntry,
     TrimTimelines,
+    User,
 )
+from projections.timeline import TimelineReader
 from streams.delivery import Batch, Delivered, Undecodable
 from streams.events import Event, encode
-from tests.processors.builders import OneShard, follow, post, register
+from tests.processors.builders import OneShard, follow, post, register, unfollow
+from tests.processors.histories import Crash, CrashingStore
 
 
 class RecordingStore(MemoryStore):
@@ -56,7 +61,10 @@ async def test_one_apply_per_batch_with_the_last_sequence_and_one_trim() -> None
     assert (shard_id, sequence) == ("s0", "5")
     trims = [m for m in mutations if isinstance(m, TrimTimelines)]
     assert trims == [TrimTimelines(("a", "b", "c"), 800)]
-    assert mutations[-1] == trims[0]
+    # The user records come last, after the trim; everything else before it.
+    at = mutations.index(trims[0])
+    assert mutations[at + 1:] and all(isinstance(m, PutUser) for m in mutations[at + 1:])
+    assert not any(isinstance(m, PutUser) for m in mutations[:at])
 
 
 async def test_a_redelivered_batch_is_skipped_up_to_the_applied_mark() -> None:
@@ -153,6 +161,7 @@ def test_coalesce_merges_runs_of_puts_in_key_order_but_never_across_a_delete() -
         PutPost(Post("p2", "a", "x", 2)),
         PutTimelineEntries((e("a", 1, "p1", "a"),)),
         DeleteTimelineEntries((("a", 2, "p2"),)),
+        PutUser(User("a", "aa", "", 3)),
         PutTimelineEntries((e("c", 3, "p3", "a"),)),
         TrimTimelines(("c",), 5),
     ]
@@ -162,4 +171,28 @@ def test_coalesce_merges_runs_of_puts_in_key_order_but_never_across_a_delete() -
         DeleteTimelineEntries((("a", 2, "p2"),)),
         PutTimelineEntries((e("c", 3, "p3", "a"),)),
         TrimTimelines(("a", "b", "c"), 5),
+        PutUser(User("a", "aa", "", 3)),
     ]
+
+
+async def test_a_demotion_survives_a_crash_part_way_through_a_parallel_apply() -> None:
+    # Whatever part of the batch lands (as DynamoDBStore leaves it: every run of writes before
+    # the last trim done, any part of the run under way), the redelivery still pushes the
+    # demoted celebrity's posts: its user record lands only after they have.
+    settings = FoldSettings("hybrid", celebrity_threshold=3)
+    for seed in range(60):
+        store = MemoryStore()
+        shard = OneShard(Runner(store, settings))
+        fans = [follow(f"f{i}", "a") for i in range(3)]
+        await shard.send(register("a"), *fans, post("a", "p1"))
+        assert (await store.users(["a"]))["a"].celebrity
+        crashing = CrashingStore(store)
+        crashing.plan = seed
+        batch = shard.batch(unfollow("f0", "a"), post("a", "p2"))
+        with pytest.raises(Crash):
+            await Runner(crashing, settings).handle(batch)  # type: ignore[arg-type]
+        await Runner(store, settings).handle(batch)
+        reader = TimelineReader(store, "hybrid")
+        for fan in ("f1", "f2"):
+            assert [i.post_id for i in (await reader.page(fan, 10)).items] == ["p2", "p1"], seed
+        assert (await reader.page("f0", 10)).items == []
