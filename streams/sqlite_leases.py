@@ -52,6 +52,7 @@ class SQLiteLeaseStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        self._closed = False
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, self._db)
@@ -108,5 +109,8 @@ class SQLiteLeaseStore:
         await self._update(lease, "owner = NULL", ())
 
     async def close(self) -> None:
+        if self._closed:  # closing twice is harmless, as for the other adapters
+            return
+        self._closed = True
         await self._run(lambda db: db.close())
         self._thread.shutdown(wait=True)

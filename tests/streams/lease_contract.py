@@ -167,6 +167,10 @@ class LeaseContract:
             await leases.renew(dataclasses.replace(lease, owner=None))
         assert await lease_of(leases, "shard-0") == lease
 
+    async def test_close_twice_is_harmless(self, leases: LeaseStore) -> None:
+        await leases.close()
+        await leases.close()
+
     # --- release ----------------------------------------------------------------------------
     async def test_release_clears_the_owner_and_keeps_the_checkpoint(self, leases: LeaseStore) -> None:
         lease = await leases.checkpoint(await taken(leases), "5")

@@ -39,8 +39,11 @@ class TestDynamoDBLeaseStore(LeaseContract):
         store = await DynamoDBLeaseStore.connect(table, endpoint_url=dynalite.endpoint_url)
         await store.ensure_table()
         yield store
-        await store.client.delete_table(TableName=table)
         await store.close()
+        # A client of its own: the test may have closed the store's.
+        cleanup = await DynamoDBLeaseStore.connect(table, endpoint_url=dynalite.endpoint_url)
+        await cleanup.client.delete_table(TableName=table)
+        await cleanup.close()
 
     @pytest.fixture
     async def other(self, leases: LeaseStore, dynalite: Emulator, table: str) -> AsyncIterator[LeaseStore]:
