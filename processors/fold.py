@@ -73,6 +73,12 @@ def _followers(user_state: UserState) -> set[str]:
     return user_state.followers
 
 
+def _posts(user_state: UserState) -> list[Post]:
+    if user_state.posts is None:
+        raise RuntimeError("recent posts not loaded for this batch (processors.state bug)")
+    return user_state.posts
+
+
 def _with_count(user: User | None, followers: int, settings: FoldSettings) -> User | None:
     if user is None:
         return None  # counts are derived from the follower set when the user registers
@@ -111,7 +117,7 @@ def _followed(state: BatchState, event: UserFollowed, settings: FoldSettings) ->
     user = _with_count(user_state.user, len(followers) + (follower not in followers), settings)
     mutations: list[Mutation] = []
     if pushed(user, settings):
-        backfill = _entries([follower], user_state.posts[: settings.backfill_depth])
+        backfill = _entries([follower], _posts(user_state)[: settings.backfill_depth])
         if backfill:
             mutations += [PutTimelineEntries(backfill), TrimTimelines((follower,), settings.timeline_cap)]
     mutations.append(PutFollow(follower, followee))
@@ -134,14 +140,14 @@ def _unfollowed(state: BatchState, event: UserUnfollowed, settings: FoldSettings
     mutations: list[Mutation] = []
     if settings.strategy != "pull":
         # Always, even for a follow we never saw: removing absent entries is harmless.
-        cleanup = tuple((follower, p.ts, p.post_id) for p in user_state.posts[: settings.cleanup_depth])
+        cleanup = tuple((follower, p.ts, p.post_id) for p in _posts(user_state)[: settings.cleanup_depth])
         if cleanup:
             mutations.append(DeleteTimelineEntries(cleanup))
         demoted = before is not None and before.celebrity and user is not None and not user.celebrity
         if demoted and settings.strategy == "hybrid" and remaining:
             # Its posts are no longer pulled at read time: push them so none vanishes.
             owners = sorted(remaining)
-            entries = _entries(owners, user_state.posts[: settings.backfill_depth])
+            entries = _entries(owners, _posts(user_state)[: settings.backfill_depth])
             if entries:
                 trim = TrimTimelines(tuple(owners), settings.timeline_cap)
                 mutations += [PutTimelineEntries(entries), trim]
@@ -171,8 +177,11 @@ def _post_created(state: BatchState, event: PostCreated, settings: FoldSettings)
         mutations += [PutTimelineEntries(_entries(owners, [post])), trim]
     mutations.append(PutPost(post))
     state.known_posts[post.post_id] = post
-    if all(p.post_id != post.post_id for p in user_state.posts):
-        user_state.posts = sorted([*user_state.posts, post], key=lambda p: p.key, reverse=True)
+    posts = user_state.posts
+    if posts is not None and known is None:  # a known post is in the list already, if recent
+        # New posts are nearly always the newest: the place is found at once.
+        at = next((i for i, p in enumerate(posts) if p.key < post.key), len(posts))
+        posts.insert(at, post)
     return mutations
 
 
@@ -190,5 +199,6 @@ def _post_deleted(state: BatchState, event: PostDeleted, settings: FoldSettings)
         mutations.append(DeleteTimelineEntries(tuple((o, post.ts, post.post_id) for o in owners)))
     mutations.append(DeletePost(post.author_id, post.post_id, post.ts))
     del state.known_posts[post.post_id]
-    user_state.posts = [p for p in user_state.posts if p.post_id != post.post_id]
+    if user_state.posts is not None:
+        user_state.posts = [p for p in user_state.posts if p.post_id != post.post_id]
     return mutations

@@ -36,7 +36,9 @@ from streams.events import (
 class UserState:
     user: User | None
     followers: set[str] | None  # None: not loaded (no event of the batch needs it)
-    posts: list[Post]  # newest first; the newest `posts_depth` of the user's, at least
+    # Newest first: at least the newest `_posts_depth` of the user's; None when no event of the
+    # batch reads them (then the fold does not keep them up to date either).
+    posts: list[Post] | None
 
 
 @dataclass(slots=True)
@@ -100,7 +102,7 @@ async def load_state(store: Store, events: Sequence[Event], settings: FoldSettin
             await store.follower_ids(user_id) if _needs_followers(own, user, settings) else None
         )
         depth = _posts_depth(own, user_id, settings)
-        posts = await store.recent_posts(user_id, depth) if depth else []
+        posts = await store.recent_posts(user_id, depth) if depth else None
         return UserState(user, followers, posts)
 
     states = await asyncio.gather(*(load(u, own) for u, own in by_user.items()))
