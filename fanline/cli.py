@@ -11,6 +11,7 @@ from fanline.commands.bench_log import bench_log
 from fanline.commands.bench_read import bench_read
 from fanline.commands.bench_write import bench_write
 from fanline.commands.infra import infra
+from fanline.commands.replay import replay_command
 from fanline.commands.run import api, process, up
 from fanline.commands.token import token
 
@@ -42,4 +43,5 @@ log.add_command(log_commands.stats)
 main.add_command(up)
 main.add_command(api)
 main.add_command(process)
+main.add_command(replay_command)
 main.add_command(token)

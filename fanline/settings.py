@@ -44,6 +44,12 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     region: str = "us-east-1"
     stream_name: str = "fanline-events"
     table_prefix: str = "fanline-"
+    # The archive on the aws backend (issue 6): an S3 bucket (none: no archive), and S3's endpoint
+    # when it is an emulator of its own (moto); the sqlite backend archives under data_dir/archive.
+    archive_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    # Requests per second per bearer token on /v1 (api.ratelimit; bursts of twice that; 0: no limit).
+    rate_limit_per_s: Annotated[int, msgspec.Meta(ge=0)] = 100
 
     @classmethod
     def load(

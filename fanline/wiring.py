@@ -12,18 +12,15 @@ Each `open_*` answers an open adapter; the caller closes it.
 from __future__ import annotations
 
 from api.accounts import AccountStore
+from fanline import versions
 from fanline.settings import Settings
 from processors.settings import FoldSettings
 from projections.dynamodb_accounts import DynamoDBAccounts
-from projections.dynamodb_store import DynamoDBStore
 from projections.sqlite_accounts import SQLiteAccounts
-from projections.sqlite_store import SQLiteStore
 from projections.store import Store
-from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.kinesis_log import KinesisLog
 from streams.leases import LeaseStore
 from streams.log import Log
-from streams.sqlite_leases import SQLiteLeaseStore
 from streams.sqlite_log import SQLiteLog
 
 
@@ -48,27 +45,13 @@ async def open_log(settings: Settings) -> Log:
 
 
 async def open_store(settings: Settings) -> Store:
-    if settings.backend == "sqlite":
-        _data_dir(settings)
-        return SQLiteStore(settings.data_dir / "store.db")
-    store = await DynamoDBStore.connect(
-        endpoint_url=settings.endpoint_url, region=settings.region, table_prefix=settings.table_prefix
-    )
-    if _creates(settings):
-        await store.create_tables()
-    return store
+    """The projections of the version the pointer names ("" until `fanline replay` switched)."""
+    return await versions.open_store_version(settings, await versions.active_version(settings))
 
 
 async def open_leases(settings: Settings) -> LeaseStore:
-    if settings.backend == "sqlite":
-        _data_dir(settings)
-        return SQLiteLeaseStore(settings.data_dir / "leases.db")
-    leases = await DynamoDBLeaseStore.connect(
-        settings.table_prefix + "leases", endpoint_url=settings.endpoint_url, region=settings.region
-    )
-    if _creates(settings):
-        await leases.ensure_table()
-    return leases
+    """The leases (and checkpoints) of the active projection version: each version has its own."""
+    return await versions.open_leases_version(settings, await versions.active_version(settings))
 
 
 async def open_accounts(settings: Settings) -> AccountStore:

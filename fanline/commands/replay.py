@@ -1,0 +1,208 @@
+"""`fanline replay`: rebuild every projection into a new version, then switch the API to it.
+
+    fanline replay                 build version rN from the archive and the stream's tail, with a
+                                   progress bar and ETA, while the live version keeps serving; then
+                                   seed rN's leases at the positions reached and move the pointer.
+                                   The read API follows the pointer within a second; `fanline
+                                   process` stops its batch, checkpoints, and continues on rN.
+    fanline replay --verify        rebuild to exactly the live projections' positions (their applied
+                                   mark per shard) into a scratch version, compare item by item,
+                                   print `identical: true` or the first differences; exit 1 if any.
+    fanline replay --drop-old      delete the versions a switch left behind.
+
+A replay killed part-way is resumed by the next `fanline replay` (the pointer names the version
+being built, and the runner skips what that version already applied). The fold settings are
+the process's (FANLINE_STRATEGY, --strategy, ...): replaying with others moves a deployment to
+them; start `fanline process` and `fanline api` with the same ones.
+
+The last line printed is one JSON object: `events`, `events_per_s`, the baseline of the same run
+(`read_events_per_s`: reading and decoding the same events, folding nothing) and their ratio,
+and for --verify `identical`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import click
+import msgspec
+from tqdm import tqdm
+
+from fanline import versions as v
+from fanline.replay import Rebuilt, count_events, rebuild, seed_leases
+from fanline.settings import Settings, SettingsError
+from fanline.wiring import fold_settings, open_log
+from projections.dynamodb_items import dynamodb_rows
+from projections.dynamodb_store import DynamoDBStore
+from projections.items import COMPARED_TABLES, differences
+from projections.sqlite_items import sqlite_rows
+from projections.store import Store
+from projections.versions import Versions
+from streams.archive import Archive
+from streams.log import Log
+
+SCRATCH = "verify"
+SHOWN_DIFFERENCES = 10
+
+
+def _settings(data_dir: Path | None, endpoint_url: str | None, strategy: str | None,
+              celebrity_threshold: int | None) -> Settings:
+    overrides: dict[str, Any] = {"data_dir": data_dir, "endpoint_url": endpoint_url, "strategy": strategy,
+                                 "celebrity_threshold": celebrity_threshold}
+    if endpoint_url is not None:
+        overrides["backend"] = "aws"
+    try:
+        return Settings.load(overrides)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+async def _build(settings: Settings, log: Log, archive: Archive | None, store: Store,
+                 until: dict[str, str] | None) -> tuple[Rebuilt, Rebuilt]:
+    """The baseline pass (read and decode only; it also gives the ETA its total), then the rebuild."""
+    counted = await count_events(log, archive, until)
+    with tqdm(total=counted.events, unit="ev", unit_scale=True, file=sys.stderr, mininterval=0.5,
+              desc="replay") as bar:
+        rebuilt = await rebuild(log, archive, store, fold_settings(settings), until=until,
+                                progress=bar.update)
+    return counted, rebuilt
+
+
+def _figures(counted: Rebuilt, rebuilt: Rebuilt) -> dict[str, Any]:
+    return {
+        "events": rebuilt.events, "seconds": round(rebuilt.seconds, 3),
+        "events_per_s": round(rebuilt.events_per_s), "read_events_per_s": round(counted.events_per_s),
+        "ratio_to_read": (round(rebuilt.events_per_s / counted.events_per_s, 4)
+                          if counted.events_per_s else None),
+    }
+
+
+async def replay(settings: Settings) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        pointer = await v.open_pointer(settings, create=True)
+        stack.push_async_callback(pointer.close)
+        versions = await pointer.get()
+        version = versions.building or versions.next_version()
+        if versions.building is None:
+            await pointer.set(msgspec.structs.replace(versions, building=version))
+            click.echo(f"building projection version {version!r} (serving {versions.active!r})")
+        else:
+            click.echo(f"resuming the build of projection version {version!r} (serving {versions.active!r})")
+        log = await open_log(settings)
+        stack.push_async_callback(log.close)
+        archive = await v.open_archive(settings)
+        if archive is not None:
+            stack.push_async_callback(archive.close)
+        store = await v.open_store_version(settings, version)
+        stack.push_async_callback(store.close)
+        counted, rebuilt = await _build(settings, log, archive, store, None)
+        leases = await v.open_leases_version(settings, version)
+        stack.push_async_callback(leases.close)
+        await seed_leases(leases, log, store, rebuilt)
+        versions = await pointer.get()
+        await pointer.set(Versions(active=version, building=None, old=(*versions.old, versions.active)))
+        click.echo(f"switched: the API now reads version {version!r}; {versions.active!r} is kept until "
+                   "`fanline replay --drop-old`")
+        return {**_figures(counted, rebuilt), "version": version, "previous": versions.active}
+
+
+async def _compare(
+    settings: Settings, live: Store, scratch: Store, live_version: str
+) -> tuple[int, list[str]]:
+    total, shown = 0, list[str]()
+    for spec in COMPARED_TABLES:
+        if settings.backend == "sqlite":
+            left = sqlite_rows(v.store_path(settings, live_version), spec)
+            right = sqlite_rows(v.store_path(settings, SCRATCH), spec)
+            count, found = await asyncio.to_thread(differences, spec, left, right, SHOWN_DIFFERENCES)
+        else:
+            assert isinstance(live, DynamoDBStore) and isinstance(scratch, DynamoDBStore)
+            rows = await asyncio.gather(dynamodb_rows(live, spec), dynamodb_rows(scratch, spec))
+            count, found = differences(spec, iter(rows[0]), iter(rows[1]), SHOWN_DIFFERENCES)
+        total += count
+        shown += found[: SHOWN_DIFFERENCES - len(shown)]
+    return total, shown
+
+
+async def verify(settings: Settings) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        pointer = await v.open_pointer(settings)
+        versions = await pointer.get()
+        await pointer.close()
+        live_version = versions.active
+        log = await open_log(settings)
+        stack.push_async_callback(log.close)
+        archive = await v.open_archive(settings)
+        if archive is not None:
+            stack.push_async_callback(archive.close)
+        live = await v.open_store_version(settings, live_version)
+        stack.push_async_callback(live.close)
+        until = await live.applied()
+        await v.drop_version(settings, SCRATCH)  # what an interrupted verify left
+        stack.push_async_callback(v.drop_version, settings, SCRATCH)
+        scratch = await v.open_store_version(settings, SCRATCH)
+        stack.push_async_callback(scratch.close)
+        click.echo(f"verifying projection version {live_version!r} at {len(until)} shard positions")
+        counted, rebuilt = await _build(settings, log, archive, scratch, until)
+        count, shown = await _compare(settings, live, scratch, live_version)
+        moved = await live.applied() != until
+        if moved:
+            click.echo("note: the live projections moved on during the comparison (processors running); "
+                       "differences may be theirs", err=True)
+        click.echo(f"identical: {'true' if count == 0 else 'false'}")
+        for line in shown:
+            click.echo(f"  {line}")
+        if count > len(shown):
+            click.echo(f"  ... {count - len(shown)} more")
+        return {**_figures(counted, rebuilt), "identical": count == 0, "differences": count,
+                "version": live_version, "live_moved": moved}
+
+
+async def drop_old_versions(settings: Settings) -> list[str]:
+    pointer = await v.open_pointer(settings, create=True)
+    try:
+        versions = await pointer.get()
+        for old in versions.old:
+            if old != versions.active:
+                await v.drop_version(settings, old)
+        await pointer.set(msgspec.structs.replace(versions, old=()))
+        return list(versions.old)
+    finally:
+        await pointer.close()
+
+
+@click.command("replay")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Embedded log and stores (default FANLINE_DATA_DIR or ./.fanline).")
+@click.option("--endpoint-url", metavar="URL", help="Use Kinesis and DynamoDB at URL instead of SQLite.")
+@click.option("--strategy", type=click.Choice(["push", "pull", "hybrid"]),
+              help="Fan-out of the new version (default FANLINE_STRATEGY).")
+@click.option("--celebrity-threshold", type=click.IntRange(min=1),
+              help="Default FANLINE_CELEBRITY_THRESHOLD.")
+@click.option("--verify", "verify_", is_flag=True, help="Rebuild to the live positions and compare.")
+@click.option("--drop-old", is_flag=True, help="Delete the versions earlier switches left behind.")
+def replay_command(data_dir: Path | None, endpoint_url: str | None, strategy: str | None,
+                   celebrity_threshold: int | None, verify_: bool, drop_old: bool) -> None:
+    """Rebuild the projections from the archive and the stream; switch the API to them."""
+    if verify_ and drop_old:
+        raise click.UsageError("--verify and --drop-old exclude each other")
+    settings = _settings(data_dir, endpoint_url, strategy, celebrity_threshold)
+    if settings.backend == "sqlite" and not (settings.data_dir / "log.db").exists():
+        raise click.UsageError(f"no event log in {settings.data_dir} (is --data-dir right?)")
+    if drop_old:
+        dropped = asyncio.run(drop_old_versions(settings))
+        click.echo(f"dropped: {', '.join(repr(d) for d in dropped) or 'nothing'}")
+        click.echo(json.dumps({"dropped": dropped}))
+        return
+    if verify_:
+        figures = asyncio.run(verify(settings))
+        click.echo(json.dumps(figures))
+        if not figures["identical"]:
+            sys.exit(1)
+        return
+    click.echo(json.dumps(asyncio.run(replay(settings))))

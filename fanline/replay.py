@@ -1,0 +1,164 @@
+"""Rebuilding projections from the archive and the stream's tail (what `fanline replay` runs).
+
+`rebuild` reads each shard (parents before children, shards only the archive still knows
+first): the archive's records, then the stream after the last one the archive held (from the
+trim horizon when it holds none), until the stream has nothing more. Records go through the
+projection runner (`processors.runner.Runner`), the same fold as live processing, in batches of
+thousands, so each store transaction carries thousands of events. The runner skips what the
+target store has already applied, so a replay killed part-way and started again continues
+where its last durable batch ended, with the same result.
+
+`until` (per shard, a sequence number) stops each shard exactly there, and skips shards not
+named: `--verify` rebuilds to the positions the live projections have reached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from processors.metrics import Metrics
+from processors.runner import Runner
+from processors.settings import FoldSettings
+from projections.store import Store
+from streams.archive import Archive
+from streams.consumer import parents_first, to_batch
+from streams.leases import SHARD_END, TRIM_HORIZON, LeaseStore
+from streams.log import Log, Position, ReadResult, Record, Shard, sequence_key
+
+BATCH = 5000
+REPLAY_OWNER = "fanline-replay"
+
+
+@dataclass(slots=True)
+class Rebuilt:
+    events: int = 0
+    seconds: float = 0.0
+    last: dict[str, str] = field(default_factory=dict)  # per shard, the last sequence read
+    ended: set[str] = field(default_factory=set)  # closed shards read to their end
+
+    @property
+    def events_per_s(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+async def shard_order(log: Log, archive: Archive | None) -> tuple[list[str], dict[str, Shard]]:
+    """Every shard to read, parents first; shards only the archive knows (trimmed) come first."""
+    shards = parents_first(await log.shards())
+    in_log = {s.shard_id: s for s in shards}
+    archived = sorted(await archive.marks()) if archive is not None else []
+    return [s for s in archived if s not in in_log] + list(in_log), in_log
+
+
+async def _records(
+    log: Log, archive: Archive | None, shard_id: str, in_log: bool, until: str | None, rebuilt: Rebuilt
+) -> AsyncIterator[list[Record]]:
+    """The shard's records in order, archive then stream, in chunks; stops at `until`."""
+    limit = None if until is None else sequence_key(until)
+    last: str | None = None
+
+    def cut(records: list[Record]) -> tuple[list[Record], bool]:
+        """The records up to `until`, and whether `until` is reached."""
+        if limit is None:
+            return records, False
+        kept = [r for r in records if sequence_key(r.sequence) <= limit]
+        return kept, len(kept) < len(records) or (bool(kept) and sequence_key(kept[-1].sequence) >= limit)
+
+    if archive is not None:
+        async for chunk in archive.read(shard_id):
+            kept, done = cut(chunk)
+            if kept:
+                last = kept[-1].sequence
+                yield kept
+            if done:
+                return
+    if not in_log:
+        return
+    reader = log.reader(shard_id, Position.after(last) if last is not None else Position.trim_horizon())
+    while True:
+        result = await reader.read(BATCH)
+        kept, done = cut(result.records)
+        if kept:
+            last = kept[-1].sequence
+            yield kept
+        if done:
+            return
+        if result.end_of_shard:
+            rebuilt.ended.add(shard_id)
+            return
+        if not result.records and result.millis_behind == 0:
+            return  # caught up with the stream's tip
+
+
+async def rebuild(
+    log: Log, archive: Archive | None, store: Store, settings: FoldSettings, *,
+    until: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None,
+    batch: int = BATCH,
+) -> Rebuilt:
+    runner = Runner(store, settings, Metrics())
+    rebuilt = Rebuilt()
+    started = time.perf_counter()
+    order, in_log = await shard_order(log, archive)
+    for shard_id in order:
+        if until is not None and shard_id not in until:
+            continue
+        pending: list[Record] = []
+        async for records in _records(log, archive, shard_id, shard_id in in_log,
+                                      None if until is None else until[shard_id], rebuilt):
+            pending += records
+            while len(pending) >= batch:
+                await _fold(runner, shard_id, pending[:batch])
+                pending = pending[batch:]
+                rebuilt.events += batch
+                progress(batch)
+            rebuilt.last[shard_id] = records[-1].sequence
+        if pending:
+            await _fold(runner, shard_id, pending)
+            rebuilt.events += len(pending)
+            progress(len(pending))
+    rebuilt.seconds = time.perf_counter() - started
+    return rebuilt
+
+
+async def _fold(runner: Runner, shard_id: str, records: list[Record]) -> None:
+    await runner.handle(to_batch(shard_id, ReadResult(records, end_of_shard=False, millis_behind=0)))
+
+
+async def count_events(log: Log, archive: Archive | None, until: dict[str, str] | None = None) -> Rebuilt:
+    """Read and decode what a rebuild would, folding nothing: the total for the ETA, and the
+    baseline the rebuild's speed is compared with."""
+    counted = Rebuilt()
+    started = time.perf_counter()
+    order, in_log = await shard_order(log, archive)
+    for shard_id in order:
+        if until is not None and shard_id not in until:
+            continue
+        async for records in _records(log, archive, shard_id, shard_id in in_log,
+                                      None if until is None else until[shard_id], counted):
+            to_batch(shard_id, ReadResult(records, end_of_shard=False, millis_behind=0))
+            counted.events += len(records)
+    counted.seconds = time.perf_counter() - started
+    return counted
+
+
+async def seed_leases(leases: LeaseStore, log: Log, store: Store, rebuilt: Rebuilt) -> None:
+    """Give the new version's lease table the positions the rebuild reached, so the processors
+    that take over after the switch read on from there (and not from the trim horizon)."""
+    shards = parents_first(await log.shards())
+    await leases.ensure(shards)
+    applied = await store.applied()
+    for lease in await leases.list():
+        if lease.shard_id in rebuilt.ended:
+            checkpoint = SHARD_END
+        else:
+            checkpoint = rebuilt.last.get(lease.shard_id) or applied.get(lease.shard_id) or TRIM_HORIZON
+        if lease.checkpoint == checkpoint:
+            continue
+        taken = await leases.take(lease, REPLAY_OWNER)
+        if taken is None:
+            raise RuntimeError(f"the new version's lease on {lease.shard_id} is in use: is a replay running?")
+        marked = await leases.checkpoint(taken, checkpoint)
+        if marked is None:
+            raise RuntimeError(f"the new version's lease on {lease.shard_id} was taken during the replay")
+        await leases.release(marked)
