@@ -24,6 +24,7 @@ from api.consistency import ConsistencyWaiter
 from api.errors import ApiError, error_response, handle_api_error
 from api.health import LatencyMiddleware, health_routes
 from api.openapi import docs_routes
+from api.ratelimit import RateLimitMiddleware
 from api.read import read_routes
 from api.web import web_routes
 from api.write import Writer, new_id, write_routes
@@ -51,11 +52,13 @@ def create_app(
     hasher: PasswordHasher | None = None,
     celebrity_threshold: int = 50_000,
     processor_metrics_url: str | None = None,
+    rate_limit_per_s: float = 0.0,
 ) -> Starlette:
     """`hasher`: argon2 with its (slow) defaults unless a test passes a cheaper one.
 
     `celebrity_threshold` and `processor_metrics_url` (the processors' /metrics when they run in
     another process) are only shown by the web app's pipeline page (`api.web`).
+    `rate_limit_per_s`: requests per second per bearer token on /v1 (bursts of twice that; 0: no limit).
     """
     batcher = AppendBatcher(log, linger_s=linger_s)
     writer = Writer(batcher, accounts)
@@ -76,9 +79,13 @@ def create_app(
         yield
         await batcher.close()
 
+    middleware = [Middleware(LatencyMiddleware)]
+    if rate_limit_per_s > 0:
+        burst = max(1, round(2 * rate_limit_per_s))
+        middleware.append(Middleware(RateLimitMiddleware, per_s=rate_limit_per_s, burst=burst))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(LatencyMiddleware)],
+        middleware=middleware,
         exception_handlers={ApiError: handle_api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -271,12 +271,18 @@ def openapi_document(
         types.extend(t for _, t in op.answers.values() if t is not None)
         if op.body is not None:
             types.append(op.body)
-    unique = list(dict.fromkeys(types))
+    unique = list(dict.fromkeys([*types, _E]))  # _E: also the 429 of every /v1 route
     refs, components = msgspec.json.schema_components(unique, ref_template=_REF)
     ref_of = dict(zip(unique, refs, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for method, path in endpoints:
-        paths.setdefault(path, {})[method.lower()] = _operation(OPERATIONS[(method, path)], ref_of)
+        operation = _operation(OPERATIONS[(method, path)], ref_of)
+        if path.startswith("/v1/"):  # api.ratelimit limits exactly these (when the deployment sets a rate)
+            operation["responses"]["429"] = {
+                "description": "too many requests with this token; retry after Retry-After seconds",
+                "content": {"application/json": {"schema": ref_of[_E]}},
+            }
+        paths.setdefault(path, {})[method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": version},

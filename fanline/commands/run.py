@@ -132,7 +132,8 @@ async def _serve_api(
             written = await ensure_world(log, settings.data_dir, WorldSpec(users=world))
             click.echo(f"world: wrote {written} events ({world} users)" if written else "world: exists")
         app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=settings.strategy,
-                         consistency_wait_ms=settings.consistency_wait_ms)
+                         consistency_wait_ms=settings.consistency_wait_ms,
+                         rate_limit_per_s=settings.rate_limit_per_s)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         stopper.on_stop(lambda: setattr(server, "should_exit", True))
         failure: list[str] = []
