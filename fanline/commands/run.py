@@ -33,12 +33,11 @@ from prometheus_client import REGISTRY, start_http_server
 from api.app import create_app
 from api.auth import Tokens
 from fanline import emulators
+from fanline.processing import open_following_store, run_processors
 from fanline.settings import Settings, SettingsError
-from fanline.wiring import fold_settings, open_accounts, open_leases, open_log, open_store
+from fanline.wiring import fold_settings, open_accounts, open_log
 from load.world import WorldSpec, ensure_world
 from processors.metrics import Metrics
-from processors.runner import Runner
-from streams.consumer import Consumer
 
 DEFAULT_WORLD_USERS = 300
 # A batch in hand is finished before the processors stop; a big one (the first world) on the
@@ -124,7 +123,8 @@ async def _serve_api(
     async with AsyncExitStack() as stack:
         log = await open_log(settings)
         stack.push_async_callback(log.close)
-        store = await open_store(settings)
+        # The active projection version's store, following `fanline replay`'s switches.
+        store = await open_following_store(settings)
         stack.push_async_callback(store.close)
         accounts = await open_accounts(settings)
         stack.push_async_callback(accounts.close)
@@ -132,8 +132,7 @@ async def _serve_api(
             written = await ensure_world(log, settings.data_dir, WorldSpec(users=world))
             click.echo(f"world: wrote {written} events ({world} users)" if written else "world: exists")
         app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=settings.strategy,
-                         consistency_wait_ms=settings.consistency_wait_ms,
-                         rate_limit_per_s=settings.rate_limit_per_s)
+                         consistency_wait_ms=settings.consistency_wait_ms)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         stopper.on_stop(lambda: setattr(server, "should_exit", True))
         failure: list[str] = []
@@ -186,15 +185,10 @@ async def _process(settings: Settings, stopper: Stopper, host: str, metrics_port
             stack.callback(metrics_server.shutdown)
         log = await open_log(settings)
         stack.push_async_callback(log.close)
-        store = await open_store(settings)
-        stack.push_async_callback(store.close)
-        leases = await open_leases(settings)
-        stack.push_async_callback(leases.close)
-        runner = Runner(store, fold_settings(settings), Metrics(REGISTRY))
-        consumer = Consumer(log, leases, runner.handle, worker_id=f"{socket.gethostname()}-{os.getpid()}")
-        stopper.on_stop(consumer.stop)
-        # run() returns after stop(): batches finished, checkpointed, leases released.
-        await consumer.run()
+        # The runner on the active projection version (it moves on when `fanline replay` switches)
+        # and the archiver; both return after stop(): batch finished, checkpointed, leases released.
+        await run_processors(settings, log, fold_settings(settings), Metrics(REGISTRY),
+                             f"{socket.gethostname()}-{os.getpid()}", stopper.on_stop)
 
 
 def _spawn_processors(settings: Settings, host: str, metrics_port: int) -> subprocess.Popen[bytes]:

@@ -1,0 +1,110 @@
+"""The processors of `fanline process`: the projection runner on the active projection version,
+and the archiver beside it, each a shard consumer on a lease table of its own.
+
+When `fanline replay` moves the version pointer, the runner's consumer stops (it finishes its
+batch, checkpoints, releases its leases on the old version) and a new one starts on the new
+version's store and leases, which the replay seeded at the positions it had rebuilt to: the
+events that arrived meanwhile are read from the stream and folded into the new version, none
+skipped (the checkpoints are the new version's own) and none folded twice (the runner skips
+what the store has applied). Looked at once per `POINTER_CHECK_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from fanline import versions
+from fanline.settings import Settings
+from processors.archive import Archiver
+from processors.metrics import Metrics
+from processors.runner import Runner
+from processors.settings import FoldSettings
+from projections.switching import SwitchingStore
+from streams.consumer import Consumer
+from streams.log import Log
+
+logger = logging.getLogger(__name__)
+POINTER_CHECK_S = 1.0
+OnStop = Callable[[Callable[[], None]], None]
+
+
+async def open_following_store(settings: Settings) -> SwitchingStore:
+    """The read API's store: the active version's, following the pointer (closes the pointer too)."""
+    pointer = await versions.open_pointer(settings)
+    return await SwitchingStore.open(pointer, lambda version: versions.open_store_version(settings, version),
+                                     check_every_s=POINTER_CHECK_S)
+
+
+async def _watch(settings: Settings, version: str, consumer: Consumer) -> None:
+    pointer = await versions.open_pointer(settings)
+    try:
+        while True:
+            await asyncio.sleep(POINTER_CHECK_S)
+            try:
+                active = (await pointer.get()).active
+            except Exception:
+                logger.exception("processors: the version pointer could not be read")
+                continue
+            if active != version:
+                logger.info("processors: projection version %r replaces %r", active, version)
+                consumer.stop()
+                return
+    finally:
+        await pointer.close()
+
+
+async def run_projections(settings: Settings, log: Log, fold: FoldSettings, metrics: Metrics,
+                          worker_id: str, on_stop: OnStop) -> None:
+    stopping = asyncio.Event()
+    on_stop(stopping.set)
+    while not stopping.is_set():
+        version = await versions.active_version(settings)
+        store = await versions.open_store_version(settings, version)
+        try:
+            leases = await versions.open_leases_version(settings, version)
+            try:
+                consumer = Consumer(log, leases, Runner(store, fold, metrics).handle, worker_id=worker_id)
+                on_stop(consumer.stop)
+                watcher = asyncio.create_task(_watch(settings, version, consumer))
+                try:
+                    await consumer.run()  # returns after stop(): batch finished, checkpointed, released
+                finally:
+                    watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
+            finally:
+                await leases.close()
+        finally:
+            await store.close()
+
+
+async def run_archiver(settings: Settings, log: Log, worker_id: str, on_stop: OnStop) -> None:
+    archive = await versions.open_archive(settings)
+    if archive is None:
+        return  # aws without FANLINE_ARCHIVE_BUCKET (or Firehose does it)
+    try:
+        leases = await versions.open_archive_leases(settings)
+        try:
+            consumer = Consumer(log, leases, Archiver(archive).handle, worker_id=worker_id)
+            on_stop(consumer.stop)
+            await consumer.run()
+        finally:
+            await leases.close()
+    finally:
+        await archive.close()
+
+
+async def run_processors(settings: Settings, log: Log, fold: FoldSettings, metrics: Metrics,
+                         worker_id: str, on_stop: OnStop) -> None:
+    """Both until stopped. A failure of one stops the other, then is raised."""
+    tasks = [asyncio.create_task(run_projections(settings, log, fold, metrics, worker_id, on_stop)),
+             asyncio.create_task(run_archiver(settings, log, worker_id, on_stop))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
