@@ -2,7 +2,8 @@
 
 A history is a list of valid events among a dozen users (ids namespaced per example, so one
 store serves many examples): registrations (and re-registrations), follows (self-follows
-included), unfollows, posts and deletes, with ts that tie now and then. Follows lean towards
+included), unfollows, posts and deletes, with ts that tie now and then, and earlier events
+appended again (a producer's retry: the same event at a later place in the log). Follows lean towards
 u0 and u1 so that they cross the celebrity threshold and fall back through the 90 % band.
 
 Limits (see reference_model): at most MAX_POSTS posts in a history, and the settings give
@@ -74,6 +75,7 @@ _op = st.one_of(
     st.tuples(st.just("post"), _busy, st.integers(0, 2)),
     st.tuples(st.just("post"), _busy, st.integers(0, 2)),
     st.tuples(st.just("delete"), st.integers(0, 100)),
+    st.tuples(st.just("dup"), st.integers(0, 100)),  # an earlier event again (a producer retry)
 )
 operations = st.lists(_op, min_size=5, max_size=40)
 thresholds = st.sampled_from([3, 10])
@@ -109,6 +111,8 @@ def build_history(ns: str, ops: Sequence[tuple[Any, ...]]) -> list[Event]:
             pid, author = f"{ns}p{len(posts):02d}", f"{ns}u{op[1]}"
             posts.append((pid, author))
             events.append(PostCreated(id=eid, ts=ts, data=PostCreatedData(pid, author, f"body {pid}")))
+        elif kind == "dup" and events:
+            events.append(events[op[1] % len(events)])
         elif kind == "delete" and posts:
             pid, author = posts[op[1] % len(posts)]  # may be deleted already: a no-op then
             events.append(PostDeleted(id=eid, ts=ts, data=PostDeletedData(pid, author)))
