@@ -14,6 +14,7 @@ from fanline.commands.infra import infra
 from fanline.commands.replay import replay_command
 from fanline.commands.run import api, process, up
 from fanline.commands.token import token
+from fanline.commands.world import world
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,3 +46,4 @@ main.add_command(api)
 main.add_command(process)
 main.add_command(replay_command)
 main.add_command(token)
+main.add_command(world)
