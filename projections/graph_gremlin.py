@@ -1,0 +1,271 @@
+"""GremlinGraph: the GraphStore through gremlinpython's traversal API, embedded or on Neptune.
+
+`GremlinGraph.embedded(path)`: gremlite (Gremlin over one SQLite file, sqlite3 underneath).
+`GremlinGraph.neptune(host, region=..., iam=True)`: Amazon Neptune through gremlinpython's
+DriverRemoteConnection, signed with SigV4 when `iam`. Only the embedded graph is tested here;
+the Neptune path is the same traversals over another remote connection (see README).
+
+The traversals keep to what gremlite 0.1.2 supports and Neptune (TinkerPop 3.7) shares:
+V/V(ids), has, out/out_e/in_v, fold/unfold/coalesce, add_v/add_e(to), property(single), drop,
+project/by, id, where. gremlite has no group_count, dedup, aggregate, merge_v/merge_e, and its
+P.without silently matches nothing, so scoring and exclusion happen here in Python over the
+two-hop id list (`rank_suggestions`). Its has_label(...) scans every vertex of the label, so
+lookups use has('user_id', ...) alone (an index seek).
+
+Vertex ids are gremlite's integers (Neptune's strings): never reused and, since no user vertex
+is ever dropped, each names one user_id for good; so the id -> user_id map is cached. Writers
+learn new ids only after their commit, readers only from committed data.
+
+gremlinpython and sqlite3 are synchronous: every call runs on the adapter's own thread (the
+sqlite3 connection lives there), so the event loop never blocks on the graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from gremlin_python.process.anonymous_traversal import traversal
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import Cardinality, P
+
+from projections.graph import (
+    DeleteEdge,
+    GraphMutation,
+    GraphUnavailable,
+    PutEdge,
+    UpsertUser,
+    rank_suggestions,
+)
+
+T = TypeVar("T")
+VertexId = int | str
+
+USER = "user"
+USER_ID = "user_id"
+HANDLE = "handle"
+FOLLOWS = "follows"
+# The applied marks: one vertex per shard (no user vertex has these properties).
+MARK = "applied_mark"
+MARK_SHARD = "mark_shard"
+SEQUENCE = "sequence"
+ID_CHUNK = 500  # ids per V(ids) lookup: well under SQLite's bound-parameter limit
+
+
+@dataclass(frozen=True, slots=True)
+class _Remote:
+    g: Any  # gremlinpython's GraphTraversalSource (untyped)
+    commit: Callable[[], None]
+    rollback: Callable[[], None]
+    close: Callable[[], None]
+
+
+def _embedded_remote(path: Path) -> _Remote:
+    from gremlite import SQLiteConnection
+
+    remote = SQLiteConnection(path, timeout=10.0)
+    # WAL: the API's reads go on while the processor commits a batch.
+    remote.con.execute("PRAGMA journal_mode=WAL")
+    return _Remote(traversal().with_remote(remote), remote.commit, remote.rollback, remote.close)
+
+
+def _sigv4_headers(host: str, port: int, region: str) -> dict[str, str]:
+    """Neptune IAM auth: the websocket handshake carries a SigV4 signature of GET /gremlin."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.session import Session
+
+    credentials = Session().get_credentials()
+    if credentials is None:
+        raise GraphUnavailable("Neptune IAM auth: no AWS credentials found")
+    request = AWSRequest(method="GET", url=f"https://{host}:{port}/gremlin")
+    SigV4Auth(credentials, "neptune-db", region).add_auth(request)
+    return dict(request.headers.items())
+
+
+def _neptune_remote(host: str, port: int, region: str | None) -> _Remote:
+    from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
+
+    headers = _sigv4_headers(host, port, region) if region else None
+    connection = DriverRemoteConnection(f"wss://{host}:{port}/gremlin", "g", headers=headers)
+    # Neptune commits each traversal on its own: nothing to commit or roll back per batch.
+    return _Remote(traversal().with_remote(connection), lambda: None, lambda: None, connection.close)
+
+
+def _unavailable_errors() -> tuple[type[BaseException], ...]:
+    from gremlin_python.driver.protocol import GremlinServerError
+    from gremlite.errors import BadDatabase
+
+    # Locked or unreadable file, a file that is not a gremlite graph, a refusing cluster.
+    return (sqlite3.OperationalError, sqlite3.DatabaseError, BadDatabase, OSError, GremlinServerError)
+
+
+class GremlinGraph:
+    def __init__(self, connect: Callable[[], _Remote], name: str) -> None:
+        self._connect = connect
+        self._name = name
+        self._remote: _Remote | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="graph")
+        self._unavailable = _unavailable_errors()
+        self._closed = False
+        # Learned from committed data only (see the module docstring).
+        self._user_of: dict[VertexId, str] = {}
+        self._vertex_of: dict[str, VertexId] = {}
+
+    @classmethod
+    def embedded(cls, path: Path) -> GremlinGraph:
+        return cls(lambda: _embedded_remote(path), f"graph {path}")
+
+    @classmethod
+    def neptune(cls, host: str, *, port: int = 8182, region: str | None = None) -> GremlinGraph:
+        """`region` given: sign with SigV4 for IAM auth (the cluster's `iam_auth` setting)."""
+        return cls(lambda: _neptune_remote(host, port, region), f"Neptune {host}")
+
+    # --- the thread ---------------------------------------------------------------------------
+    async def _call(self, work: Callable[[_Remote], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._run, work)
+
+    def _run(self, work: Callable[[_Remote], T]) -> T:
+        try:
+            if self._remote is None:
+                self._remote = self._connect()
+            return work(self._remote)
+        except self._unavailable as exc:
+            self._drop()  # the next call connects again (a fresh signature, a fresh file handle)
+            raise GraphUnavailable(f"{self._name}: {exc}") from exc
+
+    def _drop(self) -> None:
+        remote, self._remote = self._remote, None
+        if remote is not None:
+            # Already broken, maybe: the error that got us here is the one to report.
+            with contextlib.suppress(Exception):
+                remote.close()
+
+    def _learn(self, pairs: Iterable[tuple[VertexId, str]]) -> None:
+        for vertex, user_id in pairs:
+            self._user_of[vertex] = user_id
+            self._vertex_of[user_id] = vertex
+
+    def _names(self, g: Any, vertices: Iterable[VertexId]) -> dict[VertexId, str]:
+        wanted = set(vertices)
+        missing = [v for v in wanted if v not in self._user_of]
+        for start in range(0, len(missing), ID_CHUNK):
+            rows = (g.V(missing[start:start + ID_CHUNK])
+                    .project("i", "u").by(__.id_()).by(__.values(USER_ID)).to_list())
+            self._learn((row["i"], row["u"]) for row in rows)
+        return {v: self._user_of[v] for v in wanted}
+
+    # --- writes -------------------------------------------------------------------------------
+    async def apply(self, mutations: Sequence[GraphMutation], shard_id: str, sequence: str) -> None:
+        await self._call(lambda r: self._apply(r, mutations, shard_id, sequence))
+
+    def _apply(
+        self, r: _Remote, mutations: Sequence[GraphMutation], shard_id: str, sequence: str
+    ) -> None:
+        g = r.g
+        made: dict[str, VertexId] = {}
+
+        def vertex(user_id: str) -> VertexId:
+            known = made.get(user_id, self._vertex_of.get(user_id))
+            if known is not None:
+                return known
+            found: VertexId = (g.V().has(USER_ID, user_id).fold()
+                               .coalesce(__.unfold(), __.add_v(USER).property(USER_ID, user_id))
+                               .id_().next())
+            made[user_id] = found
+            return found
+
+        try:
+            for m in mutations:
+                match m:
+                    case UpsertUser():
+                        g.V(vertex(m.user_id)).property(Cardinality.single, HANDLE, m.handle).iterate()
+                    case PutEdge():
+                        a, b = vertex(m.follower_id), vertex(m.followee_id)
+                        # The follower's out-edges (at most its following) are searched, not the
+                        # followee's in-edges (a celebrity's are many).
+                        (g.V(b).as_("b").V(a)
+                         .coalesce(__.out_e(FOLLOWS).where(__.in_v().as_("b")), __.add_e(FOLLOWS).to("b"))
+                         .iterate())
+                    case DeleteEdge():
+                        (g.V().has(USER_ID, m.follower_id).out_e(FOLLOWS)
+                         .where(__.in_v().has(USER_ID, m.followee_id)).drop().iterate())
+                    case _:
+                        raise TypeError(f"not a graph mutation: {m!r}")
+            # The mark last, in the same transaction (embedded): never ahead of its effects.
+            (g.V().has(MARK_SHARD, shard_id).fold()
+             .coalesce(__.unfold(), __.add_v(MARK).property(MARK_SHARD, shard_id))
+             .property(Cardinality.single, SEQUENCE, sequence).iterate())
+            r.commit()
+        except BaseException:
+            r.rollback()
+            raise
+        self._learn((v, u) for u, v in made.items())
+
+    # --- reads --------------------------------------------------------------------------------
+    async def applied(self) -> dict[str, str]:
+        def read(r: _Remote) -> dict[str, str]:
+            rows = r.g.V().has(MARK_SHARD).project("s", "q").by(MARK_SHARD).by(SEQUENCE).to_list()
+            return {str(row["s"]): str(row["q"]) for row in rows}
+
+        return await self._call(read)
+
+    async def following_ids(self, user_id: str) -> list[str]:
+        def read(r: _Remote) -> list[str]:
+            ids = r.g.V().has(USER_ID, user_id).out(FOLLOWS).id_().to_list()
+            names = self._names(r.g, ids)
+            return sorted(names[v] for v in ids)
+
+        return await self._call(read)
+
+    async def handles(self, user_ids: Sequence[str]) -> dict[str, str]:
+        if not user_ids:
+            return {}
+
+        def read(r: _Remote) -> dict[str, str]:
+            rows = (r.g.V().has(USER_ID, P.within(list(user_ids))).has(HANDLE)
+                    .project("u", "h").by(USER_ID).by(HANDLE).to_list())
+            return {str(row["u"]): str(row["h"]) for row in rows}
+
+        return await self._call(read)
+
+    async def suggestions(self, user_id: str, limit: int) -> list[tuple[str, int]]:
+        def read(r: _Remote) -> list[tuple[str, int]]:
+            rows = (r.g.V().has(USER_ID, user_id).project("f", "s")
+                    .by(__.out(FOLLOWS).id_().fold())
+                    .by(__.out(FOLLOWS).out(FOLLOWS).id_().fold()).to_list())
+            if not rows:
+                return []
+            followees, second = rows[0]["f"], rows[0]["s"]
+            names = self._names(r.g, [*followees, *second])
+            return rank_suggestions(
+                user_id, (names[v] for v in followees), (names[v] for v in second), limit
+            )
+
+        return await self._call(read)
+
+    async def mutuals(self, a: str, b: str) -> list[str]:
+        def read(r: _Remote) -> list[str]:
+            rows = (r.g.V().has(USER_ID, P.within([a, b])).project("u", "f")
+                    .by(USER_ID).by(__.out(FOLLOWS).id_().fold()).to_list())
+            followees = {row["u"]: set(row["f"]) for row in rows}
+            common = followees.get(a, set()) & followees.get(b, set())
+            names = self._names(r.g, common)
+            return sorted(names[v] for v in common)
+
+        return await self._call(read)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._drop)
+        finally:
+            self._executor.shutdown(wait=True)
