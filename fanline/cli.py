@@ -10,6 +10,7 @@ from fanline.commands.bench_fanout import bench_fanout
 from fanline.commands.bench_log import bench_log
 from fanline.commands.bench_read import bench_read
 from fanline.commands.bench_write import bench_write
+from fanline.commands.deadletters import deadletters
 from fanline.commands.infra import infra
 from fanline.commands.replay import replay_command
 from fanline.commands.run import api, process, up
@@ -46,4 +47,5 @@ main.add_command(api)
 main.add_command(process)
 main.add_command(replay_command)
 main.add_command(token)
+main.add_command(deadletters)
 main.add_command(world)
