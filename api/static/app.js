@@ -80,6 +80,10 @@ function userLink(userId, handle) {
   return el("a", { href: `#/u/${encodeURIComponent(userId)}` }, handle ? `@${handle}` : userId);
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
 function when(ms) {
   const time = new Date(ms);
   return el("time", { datetime: time.toISOString() }, time.toLocaleString());
@@ -97,6 +101,7 @@ class PostList {
   constructor(fetchPage, label) {
     this.fetchPage = fetchPage;
     this.items = [];
+    this.gone = new Set(); // deleted here: never shown again, even by a read older than the delete
     this.cursor = null;
     this.done = false;
     this.loading = false;
@@ -145,12 +150,14 @@ class PostList {
   }
 
   remove(postId) {
+    this.gone.add(postId);
     this.items = this.items.filter((i) => i.post_id !== postId);
     this.render();
   }
 
   render() {
     const me = session();
+    this.items = this.items.filter((i) => !this.gone.has(i.post_id));
     this.list.replaceChildren(...this.items.map((item) => {
       const head = el("div", { class: "post-head" }, userLink(item.author_id, item.author_handle), when(item.created_at));
       if (me && item.author_id === me.user_id) {
@@ -167,9 +174,11 @@ class PostList {
 async function deletePost(postId, list) {
   if (!confirm("Delete this post?")) return;
   try {
-    await api("DELETE", `/v1/posts/${encodeURIComponent(postId)}`);
+    const answer = await api("DELETE", `/v1/posts/${encodeURIComponent(postId)}`);
     list.remove(postId);
     say("Post deleted");
+    // Until the processors apply the delete, a refresh could bring the post back: wait for it.
+    await list.refresh(answer.consistency_token);
   } catch (error) {
     say(`Could not delete: ${error.message}`);
   }
@@ -250,7 +259,7 @@ function composer(onPosted) {
   }
   text.addEventListener("input", update);
   update();
-  return el("form", { class: "card", "aria-labelledby": "compose-label", onsubmit: async (event) => {
+  return el("form", { class: "card", "aria-label": "Compose a post", onsubmit: async (event) => {
     event.preventDefault();
     error.textContent = "";
     button.disabled = true;
@@ -280,8 +289,9 @@ function homeView(main) {
     el("h2", {}, "Who to follow"), suggestions,
     el("h2", {}, "Your timeline"), list.node);
   // The first page waits for our own registration (or last write) to be reflected.
-  list.refresh(me.since).catch((e) => say(e.message));
-  api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/suggestions?limit=5`).then((answer) => {
+  // Suggestions need our own registration in the store: ask once the first page has waited for it.
+  list.refresh(me.since).catch((e) => say(e.message))
+    .then(() => api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/suggestions?limit=5`)).then((answer) => {
     suggestions.replaceChildren(...answer.items.map((s) => el("li", {}, userLink(s.user_id, s.handle), ` (${s.score} in common)`)));
     if (!answer.items.length) suggestions.replaceChildren(el("li", { class: "hint" }, "No suggestions yet: follow someone first."));
   }).catch(() => {});
@@ -338,7 +348,7 @@ function userView(main, userId) {
     if (user.celebrity) title.append(el("span", { class: "badge" }, "celebrity"));
     head.replaceChildren(title,
       el("p", { class: "hint" }, `@${user.handle} · user id ${user.user_id}`),
-      el("div", { class: "counts" }, el("span", { id: "followers-count" }, `${user.followers} followers`),
+      el("div", { class: "counts" }, el("span", { id: "followers-count" }, plural(user.followers, "follower")),
         el("span", { id: "following-count" }, `${user.following} following`)));
     if (me && !isMe) {
       following = await follows(me.user_id, userId);
@@ -377,9 +387,12 @@ const HISTORY = 60; // points per chart: two minutes at one answer per 2 s
 function sparkline(values, label) {
   const chart = svg("svg", { viewBox: "0 0 300 60", preserveAspectRatio: "none", role: "img", "aria-label": label });
   const max = Math.max(1, ...values);
-  const step = 300 / (HISTORY - 1);
-  const offset = HISTORY - values.length;
-  const points = values.map((v, i) => `${((offset + i) * step).toFixed(1)},${(58 - (v / max) * 56).toFixed(1)}`);
+  chart.append(svg("line", { class: "axis", x1: 0, y1: 59, x2: 300, y2: 59 }));
+  // The line spans the width from the first point on; it holds the last HISTORY points.
+  const step = 300 / Math.max(1, values.length - 1);
+  const points = values.map((v, i) => `${(i * step).toFixed(1)},${(58 - (v / max) * 56).toFixed(1)}`);
+  // One point is no line yet: draw it level across the chart so the first figure shows.
+  if (points.length === 1) points.push(`300,${points[0].split(",")[1]}`);
   if (points.length) chart.append(svg("polyline", { class: "spark", points: points.join(" ") }));
   return chart;
 }
@@ -390,10 +403,10 @@ function bars(rows, label) {
   chart.style.height = `${height}px`;
   const max = Math.max(1, ...rows.map((r) => r.value));
   rows.forEach((row, i) => {
-    chart.append(svg("rect", { class: "bar", x: 110, y: i * 18 + 3, height: 12, width: Math.max(1, (row.value / max) * 150) }));
+    chart.append(svg("rect", { class: "bar", x: 150, y: i * 18 + 3, height: 12, width: Math.max(1, (row.value / max) * 80) }));
     const name = svg("text", { class: "bar-label", x: 0, y: i * 18 + 13 });
     name.textContent = row.name;
-    const value = svg("text", { class: "bar-label", x: 265, y: i * 18 + 13 });
+    const value = svg("text", { class: "bar-label", x: 300, y: i * 18 + 13, "text-anchor": "end" });
     value.textContent = row.text;
     chart.append(name, value);
   });
@@ -419,7 +432,7 @@ function pipelineView(main) {
     el("h2", {}, "Celebrities you follow"),
     el("p", { class: "hint" }, "Authors at or above the threshold are pulled at read time instead of pushed to every follower."),
     celebrities);
-  const history = { appended: [], deliveries: [] };
+  const history = { events_appended: [], deliveries: [] };
   let previous = null;
 
   function rate(name, answer) {
@@ -447,7 +460,7 @@ function pipelineView(main) {
 
   async function poll() {
     const answer = await api("GET", "/v1/pipeline");
-    settings.textContent = `Strategy: ${answer.strategy} · celebrity threshold: ${answer.celebrity_threshold} followers · ${answer.shards.length} shards`;
+    settings.textContent = `Strategy: ${answer.strategy} · celebrity threshold: ${plural(answer.celebrity_threshold, "follower")} · ${plural(answer.shards.length, "shard")}`;
     show(appended, "events_appended", answer);
     show(deliveries, "deliveries", answer);
     letters.value.textContent = `${answer.dead_letters_stored}${answer.dead_letters_capped ? "+" : ""}`;
@@ -455,7 +468,7 @@ function pipelineView(main) {
       : `in the dead-letter store; ${Math.round(answer.counters.dead_letters)} sent since the processors started`;
     const total = answer.shards.reduce((sum, s) => sum + s.behind, 0);
     lag.value.textContent = `${total}${answer.shards.some((s) => s.behind_capped) ? "+" : ""}`;
-    lag.chart.replaceChildren(bars(answer.shards.map((s) => ({ name: s.shard_id.slice(-14), value: s.behind,
+    lag.chart.replaceChildren(bars(answer.shards.map((s) => ({ name: s.shard_id.length > 22 ? `…${s.shard_id.slice(-21)}` : s.shard_id, value: s.behind,
       text: `${s.behind}${s.behind_capped ? "+" : ""} · ${s.millis_behind} ms` })), "records behind, per shard"));
     lag.note.textContent = "records in the log not yet applied to the projections";
     previous = answer;
@@ -467,7 +480,7 @@ function pipelineView(main) {
     const page = await api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/following?limit=200`);
     const users = await Promise.all(page.items.map((id) => profile(id).catch(() => null)));
     const famous = users.filter((u) => u && u.celebrity);
-    celebrities.replaceChildren(...famous.map((u) => el("li", {}, userLink(u.user_id, u.handle), ` — ${u.followers} followers`)));
+    celebrities.replaceChildren(...famous.map((u) => el("li", {}, userLink(u.user_id, u.handle), ` — ${plural(u.followers, "follower")}`)));
     if (!famous.length) celebrities.replaceChildren(el("li", { class: "hint" }, "None of the people you follow is a celebrity."));
   }
 
@@ -512,6 +525,7 @@ document.addEventListener("DOMContentLoaded", () => {
     event.preventDefault();
     const id = document.getElementById("goto-id").value.trim();
     if (id) location.hash = `#/u/${encodeURIComponent(id)}`;
+    document.getElementById("goto-id").value = "";
   });
   document.getElementById("logout").addEventListener("click", () => { setSession(null); location.hash = "#/login"; });
   showWhoami();

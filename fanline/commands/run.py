@@ -118,6 +118,7 @@ def _check(world: int | None, no_world: bool, aws_emulators: bool, endpoint_url:
 async def _serve_api(
     settings: Settings, host: str, port: int, world: int | None, stopper: Stopper,
     started: Callable[[], None] = lambda: None, watch: Callable[[], str | None] = lambda: None,
+    processor_metrics_url: str | None = None,
 ) -> bool:
     """Serve until stopped; False when `watch()` reported a reason to give up (a dead child)."""
     async with AsyncExitStack() as stack:
@@ -132,7 +133,9 @@ async def _serve_api(
             written = await ensure_world(log, settings.data_dir, WorldSpec(users=world))
             click.echo(f"world: wrote {written} events ({world} users)" if written else "world: exists")
         app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=settings.strategy,
-                         consistency_wait_ms=settings.consistency_wait_ms)
+                         consistency_wait_ms=settings.consistency_wait_ms,
+                         celebrity_threshold=settings.celebrity_threshold,
+                         processor_metrics_url=processor_metrics_url)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         stopper.on_stop(lambda: setattr(server, "should_exit", True))
         failure: list[str] = []
@@ -251,9 +254,10 @@ def up(data_dir: Path | None, host: str, port: int, world: int | None, no_world:
             return
         # The API opens (and with an emulator, creates) the log and tables before the child starts.
         children: list[subprocess.Popen[bytes]] = []
+        # Chosen now so the API's pipeline page can read the processors' metrics (api.web).
+        metrics_port = emulators.free_port()
 
         def started() -> None:
-            metrics_port = emulators.free_port()
             child = _spawn_processors(settings, host, metrics_port)
             children.append(child)
             cleanup.callback(_stop_child, child)
@@ -266,7 +270,8 @@ def up(data_dir: Path | None, host: str, port: int, world: int | None, no_world:
             return None
 
         users = None if no_world else (world or DEFAULT_WORLD_USERS)
-        ok = asyncio.run(_serve_api(settings, host, port, users, stopper, started, watch))
+        ok = asyncio.run(_serve_api(settings, host, port, users, stopper, started, watch,
+                                    processor_metrics_url=f"http://{host}:{metrics_port}/metrics"))
     click.echo("stopped")
     if not ok:
         sys.exit(1)
