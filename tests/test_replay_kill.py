@@ -1,0 +1,64 @@
+"""A replay killed with SIGKILL part-way and started again finishes with the same result."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fanline import versions
+from fanline.settings import Settings
+from fanline.wiring import open_log
+from load.world import WorldSpec, write_world
+from projections.sqlite_store import SQLiteStore
+
+FANLINE = [sys.executable, "-c", "from fanline.cli import main; main()"]
+
+
+def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*FANLINE, *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_a_replay_killed_part_way_resumes_to_the_same_result(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path}, environ={})
+    log = await open_log(settings)
+    events = await write_world(log, WorldSpec(users=2000, posts_per_user=6))
+    await log.close()
+    env = {**os.environ, "FANLINE_DATA_DIR": str(tmp_path)}
+
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    child = subprocess.Popen([*FANLINE, "replay"], env=env, **quiet)  # type: ignore[call-overload]
+    try:
+        store_file = tmp_path / "store-r1.db"
+        deadline = time.monotonic() + 60
+        applied: dict[str, str] = {}
+        while not applied:  # kill it once its first batch is durable
+            assert time.monotonic() < deadline and child.poll() is None, "it ended before it was killed"
+            if store_file.exists():
+                store = SQLiteStore(store_file)
+                applied = await store.applied()
+                await store.close()
+            await asyncio.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    pointer = await versions.open_pointer(settings)
+    half = await pointer.get()
+    assert (half.active, half.building) == ("", "r1")  # killed before the switch
+
+    resumed = run(["replay"], env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming the build of projection version 'r1'" in resumed.stdout
+    done = await pointer.get()
+    assert (done.active, done.building, done.old) == ("r1", None, ("",))
+    await pointer.close()
+
+    checked = run(["replay", "--verify"], env)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "identical: true" in checked.stdout
+    last = checked.stdout.strip().splitlines()[-1]
+    assert f'"events": {events}' in last and '"identical": true' in last
