@@ -28,6 +28,7 @@ from api.ratelimit import RateLimitMiddleware
 from api.read import read_routes
 from api.web import web_routes
 from api.write import Writer, new_id, write_routes
+from projections.graph import GraphStore
 from projections.store import Store
 from projections.timeline import Strategy, TimelineReader
 from streams.log import Log
@@ -53,12 +54,14 @@ def create_app(
     celebrity_threshold: int = 50_000,
     processor_metrics_url: str | None = None,
     rate_limit_per_s: float = 0.0,
+    graph: GraphStore | None = None,
 ) -> Starlette:
     """`hasher`: argon2 with its (slow) defaults unless a test passes a cheaper one.
 
     `celebrity_threshold` and `processor_metrics_url` (the processors' /metrics when they run in
     another process) are only shown by the web app's pipeline page (`api.web`).
     `rate_limit_per_s`: requests per second per bearer token on /v1 (bursts of twice that; 0: no limit).
+    `graph`: the graph projection answering suggestions and mutuals (else the store's follow lists).
     """
     batcher = AppendBatcher(log, linger_s=linger_s)
     writer = Writer(batcher, accounts)
@@ -66,7 +69,8 @@ def create_app(
     routes: list[BaseRoute] = [
         *auth_routes(accounts, tokens, writer.register, hasher or PasswordHasher(), new_id),
         *write_routes(writer, store, accounts),
-        *read_routes(store, TimelineReader(store, strategy), ConsistencyWaiter(store, consistency_wait_ms)),
+        *read_routes(store, TimelineReader(store, strategy), ConsistencyWaiter(store, consistency_wait_ms),
+                     graph),
         *health_routes(log, store),
         *web_routes(log, store, strategy=strategy, celebrity_threshold=celebrity_threshold,
                     processor_metrics_url=processor_metrics_url),

@@ -4,9 +4,11 @@
 mounts them beside the write routes. Answers are encoded by msgspec straight from structs (no
 per-request reflection); errors are `ApiError`s, answered in the one error shape.
 
-Suggestions and mutuals are answered from the Store port's follow lists until the graph
-projection exists: suggestions are the people the user's followees follow, not yet followed
-and not the user, ranked by how many followees follow them (ties by user id).
+Suggestions and mutuals come from the graph projection (projections.graph) when one is given,
+else from the Store port's follow lists (`store_suggestions`, `store_mutuals`: also the
+reference the graph is tested and benchmarked against): suggestions are the people the user's
+followees follow, not yet followed and not the user, ranked by how many followees follow them
+(ties by user id). Handles come from the Store either way.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.consistency import BadConsistencyToken, ConsistencyCheck
 from api.errors import ApiError
+from projections.graph import GraphStore, GraphUnavailable
 from projections.store import Store, StoreUnavailable
 from projections.timeline import BadCursor, TimelineReader, decode_cursor
 
@@ -131,11 +134,30 @@ def _store_errors_as_503(endpoint: Endpoint) -> Endpoint:
         except StoreUnavailable as exc:
             message = f"the projection store did not answer; retry later ({exc})"
             raise ApiError(503, "store_unavailable", message, {"Retry-After": RETRY_AFTER_S}) from exc
+        except GraphUnavailable as exc:
+            message = f"the graph projection did not answer; retry later ({exc})"
+            raise ApiError(503, "graph_unavailable", message, {"Retry-After": RETRY_AFTER_S}) from exc
 
     return guarded
 
 
-def read_routes(store: Store, timelines: TimelineReader, consistent: ConsistencyCheck) -> list[Route]:
+async def store_suggestions(store: Store, user_id: str, limit: int) -> list[tuple[str, int]]:
+    """Who to follow from the Store's follow lists: (user id, score), best first."""
+    followees = await store.following_ids(user_id)
+    already = set(followees)
+    scores: Counter[str] = Counter()
+    for followee in followees:
+        scores.update(c for c in await store.following_ids(followee) if c != user_id and c not in already)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+
+
+async def store_mutuals(store: Store, a: str, b: str) -> list[str]:
+    return sorted(set(await store.following_ids(a)) & set(await store.following_ids(b)))
+
+
+def read_routes(
+    store: Store, timelines: TimelineReader, consistent: ConsistencyCheck, graph: GraphStore | None = None
+) -> list[Route]:
     """The read routes; `consistent(token)` waits for a write to be reflected, True if it gave up."""
 
     async def require_user(user_id: str) -> None:
@@ -202,14 +224,10 @@ def read_routes(store: Store, timelines: TimelineReader, consistent: Consistency
         params = _query(request, ("limit",))
         limit = _limit(params, SUGGESTIONS_LIMIT)
         await require_user(user_id)
-        followees = await store.following_ids(user_id)
-        already = set(followees)
-        scores: Counter[str] = Counter()
-        for followee in followees:
-            scores.update(
-                c for c in await store.following_ids(followee) if c != user_id and c not in already
-            )
-        best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+        if graph is not None:
+            best = await graph.suggestions(user_id, limit)
+        else:
+            best = await store_suggestions(store, user_id, limit)
         users = await store.users([c for c, _ in best])
         items = [Suggestion(c, users[c].handle if c in users else "", n) for c, n in best]
         return _json(Suggestions(items))
@@ -220,8 +238,9 @@ def read_routes(store: Store, timelines: TimelineReader, consistent: Consistency
         _query(request, ())
         await require_user(a)
         await require_user(b)
-        common = set(await store.following_ids(a)) & set(await store.following_ids(b))
-        return _json(UserIds(sorted(common)))
+        if graph is not None:
+            return _json(UserIds(await graph.mutuals(a, b)))
+        return _json(UserIds(await store_mutuals(store, a, b)))
 
     routes: list[tuple[str, Endpoint]] = [
         ("/v1/users/{user_id}/timeline", timeline),
