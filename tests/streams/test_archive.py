@@ -9,11 +9,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from fanline import emulators
 from streams.archive import Archive, LocalArchive
 from streams.s3_archive import S3Archive
+from tests.moto_s3 import start_s3
 from tests.streams.archive_contract import ArchiveContract, everything, record
 
 
@@ -29,10 +28,8 @@ class TestLocalArchive(ArchiveContract):
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    port = emulators.free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
+    server, url = start_s3()
+    yield url
     server.stop()
 
 
