@@ -14,6 +14,7 @@ from fanline.commands.deadletters import deadletters
 from fanline.commands.infra import infra
 from fanline.commands.replay import replay_command
 from fanline.commands.run import api, process, up
+from fanline.commands.soak import soak
 from fanline.commands.token import token
 from fanline.commands.world import world
 
@@ -48,4 +49,5 @@ main.add_command(process)
 main.add_command(replay_command)
 main.add_command(token)
 main.add_command(deadletters)
+main.add_command(soak)
 main.add_command(world)
