@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 
 from fanline import versions
+from fanline.graph import run_graph
 from fanline.settings import Settings
 from processors.archive import Archiver
 from processors.metrics import Metrics
@@ -99,9 +100,11 @@ async def run_archiver(settings: Settings, log: Log, worker_id: str, on_stop: On
 
 async def run_processors(settings: Settings, log: Log, fold: FoldSettings, metrics: Metrics,
                          worker_id: str, on_stop: OnStop) -> None:
-    """Both until stopped. A failure of one stops the other, then is raised."""
+    """All until stopped. A failure of one stops the others, then is raised."""
     tasks = [asyncio.create_task(run_projections(settings, log, fold, metrics, worker_id, on_stop)),
-             asyncio.create_task(run_archiver(settings, log, worker_id, on_stop))]
+             asyncio.create_task(run_archiver(settings, log, worker_id, on_stop)),
+             # The graph projection (FANLINE_GRAPH; returns at once when off): leases of its own.
+             asyncio.create_task(run_graph(settings, log, worker_id, on_stop))]
     try:
         await asyncio.gather(*tasks)
     finally:

@@ -7,20 +7,27 @@ Against an emulator the stream and tables are created when missing; on AWS they 
 Terraform (infra/), so nothing here needs create rights.
 
 Each `open_*` answers an open adapter; the caller closes it.
+
+The graph projection (FANLINE_GRAPH, off by default) has its own leases and checkpoints:
+graph-leases.db, or the table `<prefix>graph-leases` (Terraform's on AWS, like the others).
 """
 
 from __future__ import annotations
 
 from api.accounts import AccountStore
 from fanline import versions
-from fanline.settings import Settings
+from fanline.settings import Settings, SettingsError
 from processors.settings import FoldSettings
 from projections.dynamodb_accounts import DynamoDBAccounts
+from projections.graph import GraphStore
+from projections.graph_gremlin import GremlinGraph
 from projections.sqlite_accounts import SQLiteAccounts
 from projections.store import Store
+from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.kinesis_log import KinesisLog
 from streams.leases import LeaseStore
 from streams.log import Log
+from streams.sqlite_leases import SQLiteLeaseStore
 from streams.sqlite_log import SQLiteLog
 
 
@@ -64,6 +71,32 @@ async def open_accounts(settings: Settings) -> AccountStore:
     if _creates(settings):
         await accounts.ensure_tables()
     return accounts
+
+
+def open_graph(settings: Settings) -> GraphStore | None:
+    """The graph projection FANLINE_GRAPH names; None when it is off. It connects on first use."""
+    if settings.graph == "off":
+        return None
+    if settings.graph == "embedded":
+        _data_dir(settings)
+        return GremlinGraph.embedded(settings.data_dir / "graph.db")
+    if not settings.neptune_host:
+        raise SettingsError("bad setting: FANLINE_GRAPH=neptune needs FANLINE_NEPTUNE_HOST")
+    region = settings.region if settings.neptune_iam else None
+    return GremlinGraph.neptune(settings.neptune_host, region=region)
+
+
+async def open_graph_leases(settings: Settings) -> LeaseStore:
+    """The graph processor's leases: its own table, so it checkpoints apart from the runner."""
+    if settings.backend == "sqlite":
+        _data_dir(settings)
+        return SQLiteLeaseStore(settings.data_dir / "graph-leases.db")
+    leases = await DynamoDBLeaseStore.connect(
+        settings.table_prefix + "graph-leases", endpoint_url=settings.endpoint_url, region=settings.region
+    )
+    if _creates(settings):
+        await leases.ensure_table()
+    return leases
 
 
 def fold_settings(settings: Settings) -> FoldSettings:

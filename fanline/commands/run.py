@@ -35,7 +35,7 @@ from api.auth import Tokens
 from fanline import emulators
 from fanline.processing import open_following_store, run_processors
 from fanline.settings import Settings, SettingsError
-from fanline.wiring import fold_settings, open_accounts, open_log
+from fanline.wiring import fold_settings, open_accounts, open_graph, open_log
 from load.world import WorldSpec, ensure_world
 from processors.metrics import Metrics
 
@@ -129,12 +129,16 @@ async def _serve_api(
         stack.push_async_callback(store.close)
         accounts = await open_accounts(settings)
         stack.push_async_callback(accounts.close)
+        graph = open_graph(settings)  # FANLINE_GRAPH: suggestions and mutuals from the graph projection
+        if graph is not None:
+            stack.push_async_callback(graph.close)
         if world is not None and not stopper.requested:
             written = await ensure_world(log, settings.data_dir, WorldSpec(users=world))
             click.echo(f"world: wrote {written} events ({world} users)" if written else "world: exists")
         app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=settings.strategy,
                          consistency_wait_ms=settings.consistency_wait_ms,
                          celebrity_threshold=settings.celebrity_threshold,
+                         graph=graph,
                          processor_metrics_url=processor_metrics_url)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         stopper.on_stop(lambda: setattr(server, "should_exit", True))
