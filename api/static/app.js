@@ -44,7 +44,21 @@ function session() {
 function setSession(value) {
   if (value) localStorage.setItem(SESSION_KEY, JSON.stringify(value));
   else localStorage.removeItem(SESSION_KEY);
+  registered = null;
   showWhoami();
+}
+
+// A new account's registration reaches the store a moment after sign-up; reads about the user
+// themself (whom they follow, suggestions) wait for it once, through a consistent_after read.
+let registered = null;
+function ownRegistration() {
+  const me = session();
+  if (!me || !me.since) return Promise.resolve();
+  if (!registered) {
+    const query = new URLSearchParams({ limit: "1", consistent_after: me.since });
+    registered = api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/timeline?${query}`).catch(() => {});
+  }
+  return registered;
 }
 
 class ApiError extends Error {
@@ -289,9 +303,8 @@ function homeView(main) {
     el("h2", {}, "Who to follow"), suggestions,
     el("h2", {}, "Your timeline"), list.node);
   // The first page waits for our own registration (or last write) to be reflected.
-  // Suggestions need our own registration in the store: ask once the first page has waited for it.
-  list.refresh(me.since).catch((e) => say(e.message))
-    .then(() => api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/suggestions?limit=5`)).then((answer) => {
+  list.refresh().catch((e) => say(e.message));
+  ownRegistration().then(() => api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/suggestions?limit=5`)).then((answer) => {
     suggestions.replaceChildren(...answer.items.map((s) => el("li", {}, userLink(s.user_id, s.handle), ` (${s.score} in common)`)));
     if (!answer.items.length) suggestions.replaceChildren(el("li", { class: "hint" }, "No suggestions yet: follow someone first."));
   }).catch(() => {});
@@ -339,6 +352,7 @@ function userView(main, userId) {
 
   async function render() {
     let user;
+    await ownRegistration(); // "My page" right after signing up
     try { user = await profile(userId); } catch (e) {
       head.replaceChildren(el("h1", {}, "User"), el("p", { class: "error", role: "alert" }, e.message));
       return;

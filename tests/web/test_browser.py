@@ -40,6 +40,10 @@ SEEN_TIMEOUT_MS = 20_000
 PASSWORD = "a good password"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = ("login", "home", "user", "pipeline")
+# The machine is shared: give every expectation more than Playwright's default 5 s.
+expect.set_options(timeout=15_000)
+PAGE = 20  # posts per page in app.js
+BUSY_POSTS = 24  # more than a page
 
 
 @pytest.fixture(scope="module")
@@ -208,10 +212,10 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
     # Some traffic while the page watches: the rates (from two polls' counters) go above zero.
     # Each post is one event appended and one delivery (into Alice's own timeline).
     auth = {"Authorization": f"Bearer {alice.token}"}
-    for n in range(12):
+    for n in range(BUSY_POSTS):
         answer = httpx.post(f"{server}/v1/posts", json={"body": f"busy {n}"}, headers=auth)
         assert answer.status_code == 202, answer.text
-        time.sleep(0.4)
+        time.sleep(0.2)
     positive = re.compile(r"^(0\.[1-9]|[1-9]\d*\.\d)$")
     expect(bob.page.locator("#appended-value")).to_have_text(positive, timeout=SEEN_TIMEOUT_MS)
     expect(bob.page.locator("#deliveries-value")).to_have_text(positive, timeout=SEEN_TIMEOUT_MS)
@@ -221,9 +225,18 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
     expect(bob.page.locator("#celebrities").get_by_role("link", name="@alice")).to_be_visible()
     _screenshot(bob.page, "pipeline", tmp_path)
 
-    # Bob unfollows; Alice's post leaves his timeline.
+    # Alice's page shows a first page of her posts; scrolling to its end loads the older ones.
     bob.open_user(alice_id)
+    expect(bob.page.locator("ol.posts li")).to_have_count(PAGE)
+    expect(bob.post_item(text)).to_have_count(0)
     _screenshot(bob.page, "user", tmp_path)
+    bob.page.get_by_role("button", name="Load older posts").scroll_into_view_if_needed()
+    expect(bob.post_item(text)).to_be_visible()
+    expect(bob.page.locator("ol.posts li")).to_have_count(BUSY_POSTS + 1)
+    expect(bob.page.get_by_role("button", name="Load older posts")).to_be_hidden()
+
+    # Bob unfollows; Alice's post leaves his timeline.
+    bob.page.keyboard.press("Home")
     bob.page.get_by_role("button", name="Unfollow @alice").click()
     expect(bob.page.get_by_role("button", name="Follow @alice")).to_be_visible()
     expect(bob.page.locator("#followers-count")).to_have_text("0 followers")
@@ -235,7 +248,7 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
     alice.post_item(text).get_by_role("button", name=re.compile("^Delete post")).click()
     expect(alice.post_item(text)).to_have_count(0)
     alice.page.reload()
-    expect(alice.post_item("busy 11")).to_be_visible(timeout=SEEN_TIMEOUT_MS)
+    expect(alice.post_item(f"busy {BUSY_POSTS - 1}")).to_be_visible(timeout=SEEN_TIMEOUT_MS)
     expect(alice.post_item(text)).to_have_count(0)
     alice.page.get_by_role("link", name="Pipeline").click()
     expect(alice.page.locator("#pipeline-settings")).to_contain_text("Strategy: hybrid")
