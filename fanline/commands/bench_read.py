@@ -10,6 +10,11 @@ hits both alike.
 Figures: timeline_rps, p50_ms and p99_ms of the timeline route, ceiling_rps of the static page,
 ratio = timeline_rps / ceiling_rps, and empty_pages (pages with no item; they would flatter the
 route). The last line printed is one JSON object.
+
+Then who-to-follow (issue 10): suggestions from the embedded graph projection against the Store's
+follow lists (the route's answer without a graph) for SUGGESTION_READERS of the readers, in
+this process (fanline.benchmarks.suggestions): `suggestions_*` figures, and every answer of the
+graph compared with the Store's (`suggestions_mismatches`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import msgspec
 
 from api.auth import Tokens
 from fanline.benchmarks.read_world import WorldInfo, build_world, store_path
+from fanline.benchmarks.suggestions import figures_dict, measure
 from fanline.benchmarks.wrk import (
     WrkResult,
     api_server,
@@ -39,6 +45,7 @@ from projections.sqlite_store import SQLiteStore
 from projections.timeline import TimelineReader
 
 PAGE = 50
+SUGGESTION_READERS = 300
 STATIC_PATH = "/bench/static-page"
 
 SCRIPT = """
@@ -135,4 +142,12 @@ def bench_read(
     }
     click.echo(f"targets: ratio >= 0.5 ({'met' if figures['ratio'] >= 0.5 else 'MISSED'}), "
                f"p99_ms <= 10 ({'met' if p99 <= 10 else 'MISSED'})")
+    sug = asyncio.run(measure(data_dir, readers[:SUGGESTION_READERS]))
+    click.echo(f"suggestions (limit 10, {sug.readers} readers, in process): graph p50 {sug.graph_p50_ms} ms, "
+               f"p99 {sug.graph_p99_ms} ms; store follow lists p50 {sug.store_p50_ms} ms, "
+               f"p99 {sug.store_p99_ms} ms; {sug.mismatches} answers differ; "
+               f"graph built in {sug.graph_build_s} s")
+    figures.update(figures_dict(sug))
+    # Above 1: the graph answers faster than the Store's follow lists (p50 over p50).
+    figures["suggestions_store_over_graph_p50"] = round(sug.store_p50_ms / sug.graph_p50_ms, 3)
     click.echo(json.dumps(figures))
