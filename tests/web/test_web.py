@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +13,13 @@ from prometheus_client import CollectorRegistry, start_http_server
 from starlette.applications import Starlette
 
 from api.errors import ApiError, handle_api_error
-from api.web import IMMUTABLE, LAG_COUNT_CAP, REVALIDATE, STATIC_DIR, Assets, pipeline_routes
+from api.web import IMMUTABLE, LAG_COUNT_CAP, REVALIDATE, STATIC_DIR, Assets, pipeline_routes, shard_lags
 from fanline.benchmarks.wrk import free_port
+from fanline.emulators import Emulator
 from processors.metrics import Metrics
 from projections.memory_store import MemoryStore
 from projections.records import DeadLetter
+from streams.kinesis_log import KinesisLog
 from streams.sqlite_log import SQLiteLog
 from tests.api.conftest import Api
 
@@ -173,3 +176,19 @@ def _pipeline_app(
 
 def _client(app: Starlette) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fanline.test")
+
+
+async def test_lag_on_kinesalite(kinesalite: Emulator) -> None:
+    """The same bounded reads on Kinesis: records after the applied mark, per shard."""
+    log = await KinesisLog.connect(f"web-{uuid.uuid4().hex[:12]}", endpoint_url=kinesalite.endpoint_url)
+    try:
+        await log.ensure_stream(2)
+        appended = await log.append([("alice", b"1"), ("alice", b"2"), ("bob", b"3"), ("carol", b"4")])
+        store = MemoryStore()
+        assert sum(lag.behind for lag in await shard_lags(log, store)) == 4
+        await store.apply([], appended[0].shard_id, appended[1].sequence)  # alice's two are applied
+        lags = {lag.shard_id: lag for lag in await shard_lags(log, store)}
+        assert lags[appended[0].shard_id].applied_sequence == appended[1].sequence
+        assert sum(lag.behind for lag in lags.values()) == 2
+    finally:
+        await log.close()
