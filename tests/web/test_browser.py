@@ -149,7 +149,45 @@ class Person:
         return self.page.locator("ol.posts li", has_text=text)
 
 
+# WCAG 2 contrast of each visible text's colour against the first opaque background behind it.
+CONTRAST_JS = """
+() => {
+  const lum = (rgb) => {
+    const [r, g, b] = rgb.match(/[\\d.]+/g).slice(0, 3).map((v) => {
+      const c = Number(v) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const opaque = (rgb) => !/rgba\\(.*,\\s*0\\)$/.test(rgb) && rgb !== "transparent";
+  const background = (node) => {
+    for (; node && node.nodeType === 1; node = node.parentElement) {
+      const bg = getComputedStyle(node).backgroundColor;
+      if (opaque(bg)) return bg;
+    }
+    return "rgb(255, 255, 255)";
+  };
+  const low = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    const node = text.parentElement;
+    if (!text.textContent.trim() || !node.checkVisibility() || node.closest("svg")) continue;
+    const style = getComputedStyle(node);
+    const [a, b] = [lum(style.color), lum(background(node))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(`${ratio.toFixed(2)} ${node.tagName} ${text.textContent.trim().slice(0, 30)}`);
+  }
+  return low;
+}
+"""
+
+
+def _contrast_is_readable(page: Page) -> None:
+    assert page.evaluate(CONTRAST_JS) == []
+
+
 def _screenshot(page: Page, name: str, tmp_path: Path) -> None:
+    _contrast_is_readable(page)
     target = Path(os.environ.get("FANLINE_WEB_SCREENSHOTS") or tmp_path)
     target.mkdir(parents=True, exist_ok=True)
     path = target / f"web-{name}.png"
