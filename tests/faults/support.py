@@ -9,9 +9,15 @@ namespace stays within the reference model's limits (12 users, 14 posts), and a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import random
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from processors.settings import FoldSettings
@@ -115,3 +121,62 @@ async def wait_applied(store: Store, targets: dict[str, int], timeout_s: float) 
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"not applied within {timeout_s:g} s: marks {marks}, targets {targets}")
+
+
+class Zygote:
+    """The fork server of tests/faults/zygote.py; every worker it spawned is stopped by pid at close."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str], lease_timeout_s: float) -> None:
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
+        full_env.update(env, FANLINE_DATA_DIR=str(data_dir))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.zygote", str(data_dir), str(lease_timeout_s)],
+            env=full_env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        self.pids: list[int] = []
+
+    def spawn(self, worker_id: str, record: Path | None = None) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"spawn {worker_id} {record or ''}\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline().split()
+        assert answer[:1] == ["pid"], f"zygote said {answer!r}"
+        pid = int(answer[1])
+        self.pids.append(pid)
+        return pid
+
+    @staticmethod
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def gone(self, pid: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.alive(pid):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker {pid} still running after {timeout_s:g} s")
+            await asyncio.sleep(0.02)
+
+    async def kill(self, pid: int) -> None:
+        os.kill(pid, signal.SIGKILL)
+        await self.gone(pid, 10)
+
+    async def stop(self, pid: int, timeout_s: float = 15) -> None:
+        os.kill(pid, signal.SIGTERM)
+        await self.gone(pid, timeout_s)
+
+    def close(self) -> None:
+        for pid in self.pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
