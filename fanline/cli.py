@@ -11,6 +11,7 @@ from fanline.commands.bench_log import bench_log
 from fanline.commands.bench_read import bench_read
 from fanline.commands.bench_write import bench_write
 from fanline.commands.deadletters import deadletters
+from fanline.commands.graph import graph
 from fanline.commands.infra import infra
 from fanline.commands.replay import replay_command
 from fanline.commands.run import api, process, up
@@ -51,3 +52,4 @@ main.add_command(token)
 main.add_command(deadletters)
 main.add_command(soak)
 main.add_command(world)
+main.add_command(graph)

@@ -73,6 +73,10 @@ class GraphStore(Protocol):
         """Whom the user follows, sorted (replay checks compare it with the Store's)."""
         ...
 
+    async def follow_lists(self) -> dict[str, list[str]]:
+        """Every user vertex with whom it follows, sorted: the whole graph (replay verification)."""
+        ...
+
     async def handles(self, user_ids: Sequence[str]) -> dict[str, str]:
         """The handles of the registered users among `user_ids`."""
         ...

@@ -224,6 +224,14 @@ class GremlinGraph:
 
         return await self._call(read)
 
+    async def follow_lists(self) -> dict[str, list[str]]:
+        def read(r: _Remote) -> dict[str, list[str]]:
+            rows = (r.g.V().has(USER_ID).project("u", "f")
+                    .by(USER_ID).by(__.out(FOLLOWS).values(USER_ID).fold()).to_list())
+            return {str(row["u"]): sorted(row["f"]) for row in rows}
+
+        return await self._call(read)
+
     async def handles(self, user_ids: Sequence[str]) -> dict[str, str]:
         if not user_ids:
             return {}

@@ -16,6 +16,7 @@ def follows(*pairs: str) -> list[GraphMutation]:
 class GraphContract:
     async def test_an_empty_graph_answers_empty(self, graph: GraphStore) -> None:
         assert await graph.applied() == {}
+        assert await graph.follow_lists() == {}
         assert await graph.following_ids("nobody") == []
         assert await graph.suggestions("nobody", 10) == []
         assert await graph.mutuals("nobody", "noone") == []
@@ -39,6 +40,12 @@ class GraphContract:
         await graph.apply([UpsertUser("a", "alice_2")], "s2", "6")  # a re-registration
         assert await graph.handles(["a", "b", "c"]) == {"a": "alice_2", "b": "bob"}
         assert await graph.following_ids("a") == ["b"]
+
+    async def test_follow_lists_are_the_whole_graph(self, graph: GraphStore) -> None:
+        await graph.apply(
+            [*follows("a>b", "a>c", "c>a"), UpsertUser("d", "dee"), DeleteEdge("a", "c")], "s1", "1"
+        )
+        assert await graph.follow_lists() == {"a": ["b"], "b": [], "c": ["a"], "d": []}
 
     async def test_the_applied_mark_is_per_shard_and_the_last_one(self, graph: GraphStore) -> None:
         await graph.apply([], "s1", "7")
