@@ -25,11 +25,13 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from projections import feed
 from projections.records import (
     DeadLetter,
     DeleteFollow,
     DeletePost,
     DeleteTimelineEntries,
+    FeedPost,
     Mutation,
     Post,
     PutFollow,
@@ -474,6 +476,18 @@ class DynamoDBStore:
             v = decode(item)
             entries.append(TimelineEntry(v["user_id"], v["ts"], v["post_id"], v["author_id"]))
         return entries
+
+    # --- page reads, composed from the reads above (projections.feed) ------------------------
+    async def celebrity_followees(self, user_id: str) -> list[str]:
+        return await feed.celebrity_followees(self, user_id)
+
+    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        return await feed.timeline_feed(self, user_id, limit, before)
+
+    async def authors_feed(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        return await feed.authors_feed(self, author_ids, limit, before)
 
     # --- dead letters ------------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:

@@ -9,11 +9,13 @@ import heapq
 from collections.abc import Collection, Iterable, Sequence
 from typing import TypeVar
 
+from projections import feed
 from projections.records import (
     DeadLetter,
     DeleteFollow,
     DeletePost,
     DeleteTimelineEntries,
+    FeedPost,
     Mutation,
     Post,
     PutFollow,
@@ -153,6 +155,18 @@ class MemoryStore:
         self, user_id: str, limit: int, before: SortKey | None
     ) -> list[TimelineEntry]:
         return _newest_first(self._timelines.get(user_id, {}).values(), limit, before)
+
+    # --- page reads, composed from the reads above (projections.feed) ------------------------
+    async def celebrity_followees(self, user_id: str) -> list[str]:
+        return await feed.celebrity_followees(self, user_id)
+
+    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        return await feed.timeline_feed(self, user_id, limit, before)
+
+    async def authors_feed(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        return await feed.authors_feed(self, author_ids, limit, before)
 
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:

@@ -48,6 +48,21 @@ class TimelineEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class FeedPost:
+    """A post as a timeline page shows it: with its author's handle ("" if never registered)."""
+
+    post_id: str
+    author_id: str
+    author_handle: str
+    body: str
+    ts: int
+
+    @property
+    def key(self) -> SortKey:
+        return (self.ts, self.post_id)
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     shard_id: str
     sequence: str

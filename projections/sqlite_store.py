@@ -5,8 +5,15 @@ mode: readers see committed transactions only and never block the writer. Each `
 transaction that includes the applied mark, so a batch is there entirely or not at all.
 
 The schema is built from `projections.tables`; every table is keyed as in DynamoDB (a WITHOUT
-ROWID primary key), so each page is a range scan of that key. All SQLite calls run on one
-dedicated thread per store so the event loop never waits on disk or locks.
+ROWID primary key), so each page is a range scan of that key.
+
+Threads. Writes (and the few unbounded reads) run on one dedicated thread per store, with its
+own connection, so the event loop never waits on a commit's fsync or the writer lock. Bounded
+reads (a page, a handful of ids) run inline on the event loop with a second, read-only
+connection: in WAL mode a reader never waits for the writer, and an indexed read of a page
+(~50-200 us) costs less than the hop to a thread and back, which also queues behind the
+writer's commits. The read connection never waits on a lock: in the rare cases WAL readers
+get SQLITE_BUSY (recovery after a crash, a WAL restart), the read is retried on the thread.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from projections.records import (
     DeleteFollow,
     DeletePost,
     DeleteTimelineEntries,
+    FeedPost,
     Mutation,
     Post,
     PutFollow,
@@ -142,6 +150,26 @@ WHERE author_id IN (SELECT author_id FROM authors) AND ts_post_id < ?2
 ORDER BY ts_post_id DESC LIMIT ?3
 """
 
+# A timeline page in one statement each: entries joined with their posts (an entry whose post is
+# gone drops out, and the page fills from older entries) and their authors' handles.
+TIMELINE_FEED = (
+    "SELECT p.post_id, p.author_id, coalesce(u.handle, ''), p.body, p.ts FROM timelines t"
+    " JOIN posts_by_id p ON p.post_id = t.post_id LEFT JOIN users u ON u.user_id = p.author_id"
+    " WHERE t.user_id = ? AND t.ts_post_id < ? ORDER BY t.ts_post_id DESC LIMIT ?"
+)
+AUTHORS_FEED = (
+    f"SELECT page.post_id, page.author_id, coalesce(u.handle, ''), page.body, page.ts"
+    f" FROM ({POSTS_OF_AUTHORS}) page LEFT JOIN users u ON u.user_id = page.author_id"
+    f" ORDER BY page.ts DESC, page.post_id DESC"
+)
+CELEBRITY_FOLLOWEES = (
+    "SELECT f.followee_id FROM following f JOIN users u ON u.user_id = f.followee_id"
+    " WHERE f.user_id = ? AND u.celebrity ORDER BY f.followee_id"
+)
+# The read connection's page cache: the hot pages of the API's reads stay in process memory
+# rather than being copied from the OS's cache on every read.
+READ_CACHE_KIB = 64 * 1024
+
 # Greater than every sort key: "before nothing" is "before this".
 _NO_BOUND = "\U0010ffff"
 
@@ -161,10 +189,13 @@ class SQLiteStore:
             reraise=True,
         )
         self._conn: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         # Open and create the schema on the store's own thread, where every later call runs.
         try:
             self._executor.submit(self._retrying, self._open).result()
+            self._reader = _open_reader(self._path)
         except sqlite3.OperationalError as exc:
+            self._executor.submit(self._close_writer).result()
             self._executor.shutdown()
             raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
 
@@ -199,6 +230,22 @@ class SQLiteStore:
     async def _rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return await self._run(lambda conn: conn.execute(sql, params).fetchall())
 
+    async def _read(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        """A bounded read, inline on the read connection (see the module's docstring)."""
+        if self._reader is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            return self._reader.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+        return await self._rows(sql, *params)  # busy: wait and retry off the event loop
+
+    def _close_writer(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
     # --- writes ----------------------------------------------------------------------------
     async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
         statements = [s for m in mutations for s in _statements(m)]
@@ -212,11 +259,11 @@ class SQLiteStore:
         await self._run(write)
 
     async def applied(self) -> dict[str, str]:
-        return dict(await self._rows("SELECT shard_id, sequence FROM applied"))
+        return dict(await self._read("SELECT shard_id, sequence FROM applied"))
 
     # --- state for the folds ---------------------------------------------------------------
     async def users(self, user_ids: Collection[str]) -> dict[str, User]:
-        rows = await self._rows(
+        rows = await self._read(
             "SELECT * FROM users WHERE user_id IN (SELECT value FROM json_each(?))",
             json.dumps(list(user_ids)),
         )
@@ -231,7 +278,7 @@ class SQLiteStore:
 
     # --- reads -----------------------------------------------------------------------------
     async def following_count(self, user_id: str) -> int:
-        rows = await self._rows(FOLLOWING_COUNT, user_id)
+        rows = await self._read(FOLLOWING_COUNT, user_id)
         return int(rows[0][0])
 
     async def followers_page(self, user_id: str, limit: int, after: str | None) -> list[str]:
@@ -243,7 +290,7 @@ class SQLiteStore:
     async def _id_page(
         self, table: str, column: str, user_id: str, limit: int, after: str | None
     ) -> list[str]:
-        rows = await self._rows(
+        rows = await self._read(
             f"SELECT {column} FROM {table} WHERE user_id = ? AND {column} > ?"
             f" ORDER BY {column} LIMIT ?",
             user_id, after or "", limit,
@@ -251,13 +298,13 @@ class SQLiteStore:
         return [r[0] for r in rows]
 
     async def following_ids(self, user_id: str) -> list[str]:
-        rows = await self._rows(
+        rows = await self._read(
             "SELECT followee_id FROM following WHERE user_id = ? ORDER BY followee_id", user_id
         )
         return [r[0] for r in rows]
 
     async def posts_page(self, author_id: str, limit: int, before: SortKey | None) -> list[Post]:
-        rows = await self._rows(
+        rows = await self._read(
             POSTS_PAGE, author_id, _before(before), limit,
         )
         return [Post(*r) for r in rows]
@@ -267,13 +314,13 @@ class SQLiteStore:
     ) -> list[Post]:
         if limit <= 0 or not author_ids:
             return []
-        rows = await self._rows(
+        rows = await self._read(
             POSTS_OF_AUTHORS, json.dumps(list(author_ids)), _before(before), limit
         )
         return [Post(*r) for r in rows]
 
     async def posts_by_id(self, post_ids: Collection[str]) -> dict[str, Post]:
-        rows = await self._rows(
+        rows = await self._read(
             "SELECT post_id, author_id, body, ts FROM posts_by_id"
             " WHERE post_id IN (SELECT value FROM json_each(?))",
             json.dumps(list(post_ids)),
@@ -283,10 +330,27 @@ class SQLiteStore:
     async def timeline_page(
         self, user_id: str, limit: int, before: SortKey | None
     ) -> list[TimelineEntry]:
-        rows = await self._rows(
+        rows = await self._read(
             TIMELINE_PAGE, user_id, _before(before), limit,
         )
         return [TimelineEntry(*r) for r in rows]
+
+    # --- page reads, one statement each -----------------------------------------------------
+    async def celebrity_followees(self, user_id: str) -> list[str]:
+        return [r[0] for r in await self._read(CELEBRITY_FOLLOWEES, user_id)]
+
+    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        if limit <= 0:
+            return []
+        return [FeedPost(*r) for r in await self._read(TIMELINE_FEED, user_id, _before(before), limit)]
+
+    async def authors_feed(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        if limit <= 0 or not author_ids:
+            return []
+        rows = await self._read(AUTHORS_FEED, json.dumps(list(author_ids)), _before(before), limit)
+        return [FeedPost(*r) for r in rows]
 
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:
@@ -317,14 +381,25 @@ class SQLiteStore:
         await self._rows("SELECT count(*) FROM applied")
 
     async def close(self) -> None:
-        def shut(_: sqlite3.Connection) -> None:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
-            await self._run(shut)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._close_writer)
         self._executor.shutdown(wait=True)
+
+
+def _open_reader(path: str) -> sqlite3.Connection:
+    # timeout=0: a busy read fails at once (and is retried on the thread) rather than blocking
+    # the event loop. query_only: this connection can never write, whatever it is asked.
+    reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
+    try:
+        reader.execute("PRAGMA query_only = ON")
+        reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
+    except BaseException:
+        reader.close()
+        raise
+    return reader
 
 
 class _transaction:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from projections.records import DeadLetter, Mutation, Post, SortKey, TimelineEntry, User
+from projections.records import DeadLetter, FeedPost, Mutation, Post, SortKey, TimelineEntry, User
 
 
 class StoreUnavailable(Exception):
@@ -65,6 +65,23 @@ class Store(Protocol):
     async def timeline_page(
         self, user_id: str, limit: int, before: SortKey | None
     ) -> list[TimelineEntry]: ...
+
+    # --- a timeline page in few calls (projections.timeline; projections.feed composes these
+    # from the calls above for adapters without a cheaper way) ----------------------------------
+    async def celebrity_followees(self, user_id: str) -> list[str]:
+        """The users `user_id` follows whose record says celebrity (hybrid pulls them), in id order."""
+        ...
+
+    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        """The newest `limit` posts of the pushed timeline before `before`, newest first, with
+        handles; entries whose post is gone are skipped (the page still fills from older ones)."""
+        ...
+
+    async def authors_feed(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        """`posts_of_authors` with handles."""
+        ...
 
     # --- dead letters ------------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None: ...

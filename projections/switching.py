@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 
-from projections.records import DeadLetter, Mutation, Post, SortKey, TimelineEntry, User
+from projections.records import DeadLetter, FeedPost, Mutation, Post, SortKey, TimelineEntry, User
 from projections.store import Store
 from projections.versions import VersionPointer
 
@@ -101,6 +101,17 @@ class SwitchingStore:
         self, user_id: str, limit: int, before: SortKey | None
     ) -> list[TimelineEntry]:
         return await (await self.current()).timeline_page(user_id, limit, before)
+
+    async def celebrity_followees(self, user_id: str) -> list[str]:
+        return await (await self.current()).celebrity_followees(user_id)
+
+    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        return await (await self.current()).timeline_feed(user_id, limit, before)
+
+    async def authors_feed(
+        self, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        return await (await self.current()).authors_feed(author_ids, limit, before)
 
     async def put_dead_letter(self, letter: DeadLetter) -> None:
         await (await self.current()).put_dead_letter(letter)

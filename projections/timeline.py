@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable, Collection
+from operator import attrgetter
 from typing import Literal
 
 import msgspec
 
-from projections.records import Post, SortKey, TimelineEntry, User
+from projections.records import FeedPost, SortKey
 from projections.store import Store
 
 Strategy = Literal["push", "pull", "hybrid"]
@@ -64,13 +64,14 @@ def decode_cursor(cursor: str | None) -> SortKey | None:
     return (ts, post_id)
 
 
-# A source answers "the newest n items older than `before`" as (key, post_id) pairs plus the
-# posts it already knows (pulled posts come whole; pushed entries need a lookup).
-_Candidate = tuple[SortKey, str, Post | None]
-_Source = Callable[[int, SortKey | None], Awaitable[list[_Candidate]]]
-
-
 class TimelineReader:
+    """A page is one round of store calls: each source answers its newest `limit` live items
+    older than the cursor, already hydrated (`Store.timeline_feed`, `Store.authors_feed`), and
+    the page is the newest `limit` of their union. That is exact: an item of the true page has
+    fewer than `limit` newer items in the union, so fewer in its own source, so its source
+    returned it. No source drops an item after answering, so no second round is ever needed.
+    """
+
     def __init__(self, store: Store, strategy: Strategy) -> None:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -80,81 +81,39 @@ class TimelineReader:
     async def page(self, user_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
         before = decode_cursor(cursor)
         _check_limit(limit)
-        sources: list[_Source] = []
+        store = self._store
+        found: list[FeedPost] = []
         if self._strategy in ("push", "hybrid"):
-            sources.append(self._pushed(user_id))
+            found += await store.timeline_feed(user_id, limit, before)
         if self._strategy == "hybrid":
-            followees = await self._store.following_ids(user_id)
-            users = await self._store.users(followees)
-            celebrities = [u for u in followees if u in users and users[u].celebrity]
+            celebrities = await store.celebrity_followees(user_id)
             if celebrities:
-                sources.append(self._pulled(celebrities))
+                found += await store.authors_feed(celebrities, limit, before)
         if self._strategy == "pull":
-            followees = await self._store.following_ids(user_id)
-            sources.append(self._pulled([*followees, user_id]))
-        return await self._merge(sources, limit, before)
+            followees = await store.following_ids(user_id)
+            found += await store.authors_feed([*followees, user_id], limit, before)
+        return _page(found, limit)
 
     async def posts_page(self, author_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
         before = decode_cursor(cursor)
         _check_limit(limit)
-        return await self._merge([self._pulled([author_id])], limit, before)
+        return _page(await self._store.authors_feed([author_id], limit, before), limit)
 
-    # --- sources ---------------------------------------------------------------------------
-    def _pushed(self, user_id: str) -> _Source:
-        async def fetch(n: int, before: SortKey | None) -> list[_Candidate]:
-            entries: list[TimelineEntry] = await self._store.timeline_page(user_id, n, before)
-            return [(e.key, e.post_id, None) for e in entries]
 
-        return fetch
+_KEY = attrgetter("ts", "post_id")  # FeedPost.key without the property call
 
-    def _pulled(self, author_ids: Collection[str]) -> _Source:
-        async def fetch(n: int, before: SortKey | None) -> list[_Candidate]:
-            posts = await self._store.posts_of_authors(author_ids, n, before)
-            return [(p.key, p.post_id, p) for p in posts]
 
-        return fetch
-
-    # --- the merge -------------------------------------------------------------------------
-    async def _merge(self, sources: list[_Source], limit: int, before: SortKey | None) -> TimelinePage:
-        shown: list[Post] = []
-        while len(shown) < limit:
-            want = limit - len(shown)
-            candidates: dict[SortKey, tuple[str, Post | None]] = {}
-            # Items older than the newest "last item" of a full answer may still be missing
-            # from some source: only what is at or above that horizon is complete this round.
-            horizon: SortKey | None = None
-            for fetch in sources:
-                got = await fetch(want, before)
-                for key, post_id, post in got:
-                    if candidates.get(key, (post_id, None))[1] is None:
-                        candidates[key] = (post_id, post)
-                if len(got) == want and (horizon is None or got[-1][0] > horizon):
-                    horizon = got[-1][0]
-            ordered = sorted(candidates, reverse=True)
-            taken = [k for k in ordered if horizon is None or k >= horizon][:want]
-            if not taken:
-                break
-            posts = await self._hydrate([candidates[k] for k in taken])
-            shown.extend(p for p in posts if p is not None)
-            before = taken[-1]
-            if horizon is None and len(taken) == len(ordered):
-                break  # every source is exhausted
-        users = await self._store.users({p.author_id for p in shown})
-        items = [_item(p, users.get(p.author_id)) for p in shown]
-        next_cursor = encode_cursor(shown[-1].key) if len(shown) == limit else None
-        return TimelinePage(items=items, next_cursor=next_cursor)
-
-    async def _hydrate(self, candidates: list[tuple[str, Post | None]]) -> list[Post | None]:
-        missing = [post_id for post_id, post in candidates if post is None]
-        found = await self._store.posts_by_id(missing) if missing else {}
-        return [post if post is not None else found.get(post_id) for post_id, post in candidates]
+def _page(found: list[FeedPost], limit: int) -> TimelinePage:
+    """The newest `limit` of `found`, deduplicated by post id (a celebrity's post may be both
+    pushed, from before they crossed the line, and pulled)."""
+    unique = {p.post_id: p for p in found}.values()
+    shown = sorted(unique, key=_KEY, reverse=True)[:limit]
+    items = [TimelineItem(p.post_id, p.author_id, p.author_handle, p.body, p.ts) for p in shown]
+    next_cursor = encode_cursor(shown[-1].key) if len(shown) == limit else None
+    return TimelinePage(items=items, next_cursor=next_cursor)
 
 
 def _check_limit(limit: int) -> None:
     if limit < 1:
         raise ValueError(f"limit must be at least 1, got {limit}")
 
-
-def _item(post: Post, author: User | None) -> TimelineItem:
-    handle = author.handle if author is not None else ""
-    return TimelineItem(post.post_id, post.author_id, handle, post.body, post.ts)

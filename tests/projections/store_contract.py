@@ -13,6 +13,7 @@ from projections.records import (
     DeleteFollow,
     DeletePost,
     DeleteTimelineEntries,
+    FeedPost,
     Mutation,
     Post,
     PutFollow,
@@ -272,6 +273,54 @@ class StoreContract:
         assert await store.follower_ids("alice") == {"carol"}
         assert await store.posts_by_id(["p"]) == {}
         assert await store.timeline_page("bob", 10, None) == []
+
+    # --- page reads (a timeline page in few calls) -------------------------------------------
+    async def test_celebrity_followees_are_the_followees_flagged_celebrity(self, store: Store) -> None:
+        star = User("star", "star", "Star", followers=9, celebrity=True)
+        await store.apply(
+            [PutUser(ALICE), PutUser(BOB), PutUser(star), PutFollow("fan", "star"),
+             PutFollow("fan", "alice"), PutFollow("fan", "bob"), PutFollow("fan", "ghost"),
+             PutFollow("other", "alice")],
+            "s", "1",
+        )
+        # ghost never registered: no record, so not a celebrity.
+        assert await store.celebrity_followees("fan") == ["bob", "star"]
+        assert await store.celebrity_followees("other") == []
+        assert await store.celebrity_followees("nobody") == []
+
+    async def test_timeline_feed_hydrates_and_skips_entries_of_deleted_posts(self, store: Store) -> None:
+        posts = [post(f"p{i}", "alice" if i % 2 else "ghost", 10 + i) for i in range(8)]
+        await store.apply(
+            [PutUser(ALICE), *(PutPost(p) for p in posts),
+             PutTimelineEntries(tuple(entry("r", p) for p in posts))],
+            "s", "1",
+        )
+        # p7, p6, p5 (the newest three) and p2 are deleted: their entries stay behind.
+        await store.apply([DeletePost(p.author_id, p.post_id, p.ts) for p in posts[5:] + posts[2:3]],
+                          "s", "2")
+
+        def fed(*ids: int) -> list[FeedPost]:
+            return [FeedPost(f"p{i}", posts[i].author_id, "alice" if i % 2 else "", f"body of p{i}",
+                             10 + i) for i in ids]
+
+        assert await store.timeline_feed("r", 2, None) == fed(4, 3)  # fills past the stale three
+        assert await store.timeline_feed("r", 10, None) == fed(4, 3, 1, 0)
+        assert await store.timeline_feed("r", 2, (13, "p3")) == fed(1, 0)
+        assert await store.timeline_feed("r", 0, None) == []
+        assert await store.timeline_feed("nobody", 5, None) == []
+
+    async def test_authors_feed_is_posts_of_authors_with_handles(self, store: Store) -> None:
+        posts = [post(f"p{i:02d}", ("alice", "bob", "ghost")[i % 3], 100 + i // 2) for i in range(12)]
+        await store.apply([PutUser(ALICE), PutUser(BOB), *(PutPost(p) for p in posts)], "s", "1")
+        handles = {"alice": "alice", "bob": "bob", "ghost": ""}
+        for authors, limit, before in ((["alice", "bob", "ghost"], 100, None), (["alice", "ghost"], 3, None),
+                                       (["bob", "ghost", "nobody"], 2, posts[7].key), (["alice"], 0, None),
+                                       ([], 5, None)):
+            expected = [FeedPost(p.post_id, p.author_id, handles[p.author_id], p.body, p.ts)
+                        for p in await store.posts_of_authors(authors, limit, before)]
+            assert await store.authors_feed(authors, limit, before) == expected
+            assert len(expected) == min(limit, sum(1 for p in posts if p.author_id in authors
+                                                   and (before is None or p.key < before)))
 
     # --- dead letters ----------------------------------------------------------------------
     async def test_dead_letters_put_list_delete(self, store: Store) -> None:
