@@ -11,9 +11,11 @@ from fanline.commands.bench_log import bench_log
 from fanline.commands.bench_read import bench_read
 from fanline.commands.bench_write import bench_write
 from fanline.commands.deadletters import deadletters
+from fanline.commands.experiment import experiment
 from fanline.commands.graph import graph
 from fanline.commands.infra import infra
 from fanline.commands.replay import replay_command
+from fanline.commands.report import report
 from fanline.commands.run import api, process, up
 from fanline.commands.soak import soak
 from fanline.commands.token import token
@@ -53,3 +55,5 @@ main.add_command(deadletters)
 main.add_command(soak)
 main.add_command(world)
 main.add_command(graph)
+main.add_command(experiment)
+main.add_command(report)

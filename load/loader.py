@@ -35,6 +35,8 @@ from streams.log import Log, sequence_key
 # small enough that the encoded batch stays a few MB.
 BULK_BATCH = 5000
 POLL_S = 0.5
+# Records per processor batch: each batch is one store transaction (an fsync) and a checkpoint.
+READ_BATCH = 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,10 @@ class Loaded:
     events: int
     append_s: float
     process_s: float
+    # From the processors' own counters: what the fan-out actually wrote.
+    posts: int
+    timeline_entries: int
+    items_written: int
 
 
 async def append_all(log: Log, events: Iterable[Event], total: int | None = None,
@@ -70,7 +76,7 @@ def _reached(checkpoint: str, target: str) -> bool:
 
 
 async def process_until(settings: Settings, last: dict[str, str], total: int | None = None,
-                        progress: bool = True) -> None:
+                        progress: bool = True, metrics: Metrics | None = None) -> None:
     """Run the processors of `settings` until each shard in `last` is checkpointed at its sequence."""
     async with AsyncExitStack() as stack:
         log = await open_log(settings)
@@ -79,7 +85,7 @@ async def process_until(settings: Settings, last: dict[str, str], total: int | N
         stack.push_async_callback(store.close)
         leases = await open_leases(settings)
         stack.push_async_callback(leases.close)
-        runner = Runner(store, fold_settings(settings), Metrics(CollectorRegistry()))
+        runner = Runner(store, fold_settings(settings), metrics or Metrics(CollectorRegistry()))
         bar = stack.enter_context(tqdm(total=total, unit="ev", desc="process", disable=not progress,
                                        mininterval=1))
 
@@ -87,7 +93,8 @@ async def process_until(settings: Settings, last: dict[str, str], total: int | N
             await runner.handle(batch)
             bar.update(len(batch.items))
 
-        consumer = Consumer(log, leases, handle, worker_id=f"world-loader-{os.getpid()}")
+        consumer = Consumer(log, leases, handle, worker_id=f"world-loader-{os.getpid()}",
+                            batch_size=READ_BATCH)
         running = asyncio.create_task(consumer.run())
         try:
             while not running.done():
@@ -110,5 +117,15 @@ async def load_events(settings: Settings, events: Iterable[Event], total: int | 
     finally:
         await log.close()
     appended = time.monotonic()
-    await process_until(settings, last, total, progress)
-    return Loaded(total or 0, round(appended - began, 1), round(time.monotonic() - appended, 1))
+    metrics = Metrics(CollectorRegistry())
+    await process_until(settings, last, total, progress, metrics)
+    took = time.monotonic() - appended
+
+    def counted(name: str, **labels: str) -> int:
+        return int(sum(m.value for family in metrics.registry.collect() for m in family.samples
+                       if m.name == name and labels.items() <= m.labels.items()))
+
+    return Loaded(total or 0, round(appended - began, 1), round(took, 1),
+                  posts=counted("fanline_events_processed_total", event_type="PostCreated"),
+                  timeline_entries=counted("fanline_timeline_deliveries_total"),
+                  items_written=counted("fanline_items_written_total"))

@@ -14,8 +14,8 @@ The seed distribution (85 % regular, 14 % influencers, 1 % celebrities; follower
 
 Users are ordered by tier (celebrities first, `user_id(0)` is one), the same for a given
 (users, seed) on every run. Each user writes `posts_per_user` posts spread over the week
-before `now_ms`; events come registrations first, then follows, then posts in time order, so
-every post fans out to its author's whole follower set.
+before `now_ms`; events come registrations first, then follows (grouped by followee), then
+posts in time order, so every post fans out to its author's whole follower set.
 """
 
 from __future__ import annotations
@@ -142,6 +142,14 @@ class TieredWorld:
             graph.append(array("i", sorted(chosen)))
         return graph
 
+    def followers(self) -> list[array[int]]:
+        """Per user (by index), who follows it, sorted: the graph inverted."""
+        inverse: list[array[int]] = [array("i") for _ in range(self.users)]
+        for me, row in enumerate(self.followees):
+            for v in row:
+                inverse[v].append(me)
+        return inverse
+
     def follower_counts(self) -> list[int]:
         counts = [0] * self.users
         for row in self.followees:
@@ -175,10 +183,12 @@ class TieredWorld:
         for i in range(self.users):
             data = UserRegisteredData(user_id=user_id(i), handle=f"user_{i:04d}", display_name=f"User {i}")
             yield UserRegistered(id=f"tw-user-{i}", ts=start - 2, data=data)
-        for i, row in enumerate(self.followees):
-            me = user_id(i)
-            for j in row:
-                edge = FollowData(follower_id=me, followee_id=user_id(j))
+        # Grouped by followee (the partition key): a batch of the processors then touches a few
+        # followees, each follower set read about once, instead of every celebrity's in every batch.
+        for j, followers in enumerate(self.followers()):
+            them = user_id(j)
+            for i in followers:
+                edge = FollowData(follower_id=user_id(i), followee_id=them)
                 yield UserFollowed(id=f"tw-follow-{i}-{j}", ts=start - 1, data=edge)
         yield from self._posts(start)
 

@@ -54,6 +54,8 @@ def build(settings: Settings, world: TieredWorld, threshold: int | None, progres
         "now_ms": world.now_ms, "events": total, "strategy": settings.strategy,
         "celebrity_threshold": threshold, "graph_s": round(graph_s, 1), "append_s": loaded.append_s,
         "process_s": loaded.process_s, "total_s": round(time.monotonic() - began, 1),
+        "posts": loaded.posts, "timeline_entries": loaded.timeline_entries,
+        "items_written": loaded.items_written,
         "distribution": [asdict(s) for s in world.distribution()],
     }
     settings.data_dir.mkdir(parents=True, exist_ok=True)

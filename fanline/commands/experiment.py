@@ -1,0 +1,130 @@
+"""`fanline experiment NAME --scale 5k|25k|100k --strategy push|pull|hybrid|all`.
+
+Builds the world of each (scale, strategy) once under --worlds (reused afterwards), runs the
+experiment against `fanline up` on it, writes `<out>/<scale>/<name>-<strategy>.json` and prints
+the figures; the last line is one JSON object. `fanline report` turns the results into tables
+and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from load.capacity import Assumptions, capacity_table
+from load.experiments import EXPERIMENTS, SCALES, STRATEGIES, Options, run_experiment, users_of
+
+
+def _summary(result: dict[str, Any]) -> str:
+    figures = result["figures"]
+    name = result["experiment"]
+    if name == "retrieval":
+        return "; ".join(
+            f"following {r['following']}: p50 {r['p50']} p95 {r['p95']} p99 {r['p99']} ms, "
+            f"{r['page_bytes']} B, {r['failures']} failed"
+            for r in figures
+        )
+    if name == "consistency":
+        return "visible at " + ", ".join(
+            f"{s:g}s {v:.0%}"
+            for s, v in zip(figures["checkpoints_s"], figures["visible_fraction"], strict=True)
+        )
+    if name == "storage":
+        tables = ", ".join(
+            f"{t} {v['items']:,} items {v['bytes'] / 1e6:.1f} MB"
+            for t, v in figures["tables"].items()
+            if v["items"]
+        )
+        return f"{tables}; write amplification {figures['write_amplification']} timeline items per post"
+    return "; ".join(
+        f"{r['api_processes']} API + {r['processor_processes']} processor: "
+        f"{r['posts']['per_s']} posts/s, {r['reads']['per_s']} reads/s"
+        for r in figures
+    )
+
+
+def measured_assumptions(out: Path, scale: str) -> Assumptions:
+    """The graph-dependent assumptions from this scale's storage results, when they exist."""
+
+    def amplification(strategy: str) -> float | None:
+        path = out / scale / f"storage-{strategy}.json"
+        if not path.exists():
+            return None
+        value = json.loads(path.read_text())["figures"]["write_amplification"]
+        return float(value) if value is not None else None
+
+    push, hybrid = amplification("push"), amplification("hybrid")
+    if push and hybrid is not None and push > 1:
+        # push - 1 is the mean followers per post, hybrid - 1 the non-celebrity ones among them.
+        share = round(1 - (hybrid - 1) / (push - 1), 3)
+        base = Assumptions()
+        return Assumptions(
+            celebrity_edge_share=share, celebrities_followed=round(share * base.mean_following, 1)
+        )
+    return Assumptions()
+
+
+@click.command()
+@click.argument("name", type=click.Choice([*EXPERIMENTS, "all"]))
+@click.option("--scale", type=click.Choice(list(SCALES)), default="5k", show_default=True)
+@click.option("--strategy", type=click.Choice([*STRATEGIES, "all"]), default="all", show_default=True)
+@click.option(
+    "--worlds",
+    type=click.Path(path_type=Path),
+    default=Path(".fanline-worlds"),
+    show_default=True,
+    help="Where each scale's world is built once per strategy and kept.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("reports/raw"),
+    show_default=True,
+    help="Where the JSON results go (`fanline report --results` reads them).",
+)
+@click.option("--quick", is_flag=True, help="Fewer reads and probes (a smoke run).")
+def experiment(name: str, scale: str, strategy: str, worlds: Path, out: Path, quick: bool) -> None:
+    """Run an experiment (or all four) at a scale for a strategy (or all three)."""
+    options = Options(worlds=worlds)
+    if quick:
+        options = Options(
+            worlds=worlds, readers_per_bucket=2, reads_per_reader=10, probes=3, throughput_s=3.0
+        )
+    run(name, scale, strategy, options, out)
+
+
+def run(name: str, scale: str, strategy: str, options: Options, out: Path) -> list[dict[str, Any]]:
+    names = EXPERIMENTS if name == "all" else (name,)
+    strategies = STRATEGIES if strategy == "all" else (strategy,)
+    users_of(scale)  # refuses an unknown scale before any work
+    began = time.monotonic()
+    results = []
+    (out / scale).mkdir(parents=True, exist_ok=True)
+    for experiment_name in names:
+        for strategy_name in strategies:
+            result = run_experiment(experiment_name, scale, strategy_name, options, say=click.echo)
+            (out / scale / f"{experiment_name}-{strategy_name}.json").write_text(json.dumps(result, indent=1))
+            click.echo(f"  {_summary(result)}")
+            results.append(result)
+    if "throughput" in names:
+        table = capacity_table(measured_assumptions(out, scale))
+        (out / "capacity.json").write_text(json.dumps(table, indent=1))
+        for row in table["rows"]:
+            click.echo(
+                f"  AWS model, {row['users']:,} users, {row['strategy']}: {row['kinesis_shards']} shards, "
+                f"{row['peak_write_units_s']:,} WCU/s and {row['peak_read_units_s']:,} RCU/s at peak, "
+                f"${row['monthly_usd_total']:,.0f}/month"
+            )
+    summary = {
+        "scale": scale,
+        "experiments": list(names),
+        "strategies": list(strategies),
+        "seconds": round(time.monotonic() - began, 1),
+        "results": str(out / scale),
+    }
+    click.echo(json.dumps(summary))
+    return results
