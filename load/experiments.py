@@ -34,6 +34,7 @@ import httpx
 
 from api.auth import Tokens
 from fanline.commands.world import build, read_marker
+from fanline.emulators import free_port
 from fanline.settings import Settings
 from load.pages import page_problem
 from load.server import Server
@@ -374,64 +375,70 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"no ready API at {url} within {timeout_s} s")
 
 
-def throughput(options: Options, scale: str, strategy: str, marker: dict[str, Any]) -> list[dict[str, Any]]:
-    """Posts/s and reads/s with 1, then 2 API processes and 1, then 2 processor processes."""
+def throughput(server: Server, tokens: Tokens, options: Options, strategy: str,
+               marker: dict[str, Any]) -> list[dict[str, Any]]:
+    """Posts/s and reads/s on the running server (1 API and 1 processor process), then with a
+    second API process and a second processor process beside it (both APIs get requests)."""
     rows = []
-    tokens = tokens_for(options, scale, strategy)
-    data_dir = world_dir(options, scale, strategy)
-    for workers in (1, 2):
-        with serve(options, scale, strategy, marker) as server:
-            extras: list[subprocess.Popen[bytes]] = []
-            urls = [server.url]
-            try:
-                if workers == 2:
-                    env = {**os.environ, "FANLINE_STRATEGY": strategy, "FANLINE_SECRET": "",
-                           "FANLINE_CELEBRITY_THRESHOLD": str(marker["celebrity_threshold"])}
-                    port = str(server.port + 1000 if server.port < 64000 else server.port - 1000)
-                    extras.append(_extra(data_dir, env, ["api", "--no-world", "--port", port],
-                                         data_dir / "api-2.out"))
-                    extras.append(_extra(data_dir, env, ["process"], data_dir / "process-2.out"))
-                    urls.append(f"http://127.0.0.1:{port}")
-                    _wait_ready(urls[1])
-                posts = asyncio.run(_drive(urls, tokens, marker["users"], options.throughput_s,
-                                           options.concurrency, "posts"))
-                reads = asyncio.run(_drive(urls, tokens, marker["users"], options.throughput_s,
-                                           options.concurrency, "reads"))
-            finally:
-                for process in extras:
-                    _stop(process)
-        rows.append({"api_processes": workers, "processor_processes": workers,
-                     "posts": posts, "reads": reads})
+    urls = [server.url]
+    extras: list[subprocess.Popen[bytes]] = []
+    try:
+        for workers in (1, 2):
+            if workers == 2:
+                env = {**os.environ, "FANLINE_STRATEGY": strategy, "FANLINE_SECRET": "",
+                       "FANLINE_CELEBRITY_THRESHOLD": str(marker["celebrity_threshold"])}
+                port = str(free_port())
+                extras.append(_extra(server.data_dir, env, ["api", "--no-world", "--port", port],
+                                     server.data_dir / "api-2.out"))
+                extras.append(_extra(server.data_dir, env, ["process"], server.data_dir / "process-2.out"))
+                urls.append(f"http://127.0.0.1:{port}")
+                _wait_ready(urls[1])
+            posts = asyncio.run(_drive(urls, tokens, marker["users"], options.throughput_s,
+                                       options.concurrency, "posts"))
+            reads = asyncio.run(_drive(urls, tokens, marker["users"], options.throughput_s,
+                                       options.concurrency, "reads"))
+            rows.append({"api_processes": workers, "processor_processes": workers,
+                         "posts": posts, "reads": reads})
+    finally:
+        for process in extras:
+            _stop(process)
     return rows
 
 
 # --- running them ------------------------------------------------------------------------------
 
 
-def run_experiment(name: str, scale: str, strategy: str, options: Options,
-                   say: Callable[[str], None] = print) -> dict[str, Any]:
-    """One experiment for one strategy at one scale: its figures, the world and the machine."""
+def run_strategy(names: Sequence[str], scale: str, strategy: str, options: Options,
+                 say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """The experiments `names` for one strategy at one scale, in that order, against one server
+    (started once: a start costs seconds on a busy machine). Each result has its figures, the
+    world and the machine (before and after)."""
+    for name in names:
+        if name not in EXPERIMENTS:
+            raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
     marker = ensure_world(options, scale, strategy)
     world = TieredWorld(users_of(scale), seed=SEED)
-    result: dict[str, Any] = {"experiment": name, "scale": scale, "strategy": strategy,
-                              "world": {k: v for k, v in marker.items()}, "machine": machine()}
-    began = time.monotonic()
-    if name == "storage":
-        result["figures"] = storage(options, scale, strategy, marker)
-    elif name == "throughput":
-        result["figures"] = throughput(options, scale, strategy, marker)
-    else:
-        tokens = tokens_for(options, scale, strategy)
+    tokens = tokens_for(options, scale, strategy)
+    results = []
+
+    def record(name: str, began: float, figures: Any) -> None:
+        results.append({"experiment": name, "scale": scale, "strategy": strategy, "world": dict(marker),
+                        "machine": before, "machine_after": machine(), "figures": figures,
+                        "seconds": round(time.monotonic() - began, 1)})
+        say(f"{name} {scale} {strategy}: {results[-1]['seconds']} s")
+
+    if "storage" in names:
+        before, began = machine(), time.monotonic()
+        record("storage", began, storage(options, scale, strategy, marker))
+    http = [n for n in names if n != "storage"]
+    if http:
         with serve(options, scale, strategy, marker) as server:
-            figures: Any
-            if name == "retrieval":
-                figures = asyncio.run(retrieval(server.url, tokens, world, options))
-            elif name == "consistency":
-                figures = asyncio.run(consistency(server.url, tokens, world, options))
-            else:
-                raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
-            result["figures"] = figures
-    result["seconds"] = round(time.monotonic() - began, 1)
-    result["machine_after"] = machine()
-    say(f"{name} {scale} {strategy}: {result['seconds']} s")
-    return result
+            for name in http:
+                before, began = machine(), time.monotonic()
+                if name == "retrieval":
+                    record(name, began, asyncio.run(retrieval(server.url, tokens, world, options)))
+                elif name == "consistency":
+                    record(name, began, asyncio.run(consistency(server.url, tokens, world, options)))
+                else:
+                    record(name, began, throughput(server, tokens, options, strategy, marker))
+    return results

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from load.capacity import Assumptions, capacity_table
-from load.experiments import EXPERIMENTS, SCALES, STRATEGIES, Options, run_experiment, users_of
+from load.experiments import EXPERIMENTS, SCALES, STRATEGIES, Options, run_strategy, users_of
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -104,10 +104,10 @@ def run(name: str, scale: str, strategy: str, options: Options, out: Path) -> li
     began = time.monotonic()
     results = []
     (out / scale).mkdir(parents=True, exist_ok=True)
-    for experiment_name in names:
-        for strategy_name in strategies:
-            result = run_experiment(experiment_name, scale, strategy_name, options, say=click.echo)
-            (out / scale / f"{experiment_name}-{strategy_name}.json").write_text(json.dumps(result, indent=1))
+    for strategy_name in strategies:
+        for result in run_strategy(names, scale, strategy_name, options, say=click.echo):
+            path = out / scale / f"{result['experiment']}-{strategy_name}.json"
+            path.write_text(json.dumps(result, indent=1))
             click.echo(f"  {_summary(result)}")
             results.append(result)
     if "throughput" in names:
