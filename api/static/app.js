@@ -126,10 +126,20 @@ class PostList {
     this.node = el("section", {}, this.list, this.empty, this.more_);
     // Infinite scroll: the "Load older posts" button doubles as the sentinel (and keyboard route).
     this.observer = new IntersectionObserver((seen) => { if (seen.some((e) => e.isIntersecting)) this.more(); });
-    this.observer.observe(this.more_);
+    this.timer = null;
+    this.announce = false; // say "n new posts" (the home timeline)
   }
 
-  stop() { this.observer.disconnect(); }
+  // Load pages as the end comes into view, and re-read the first page every POLL_MS.
+  start() {
+    this.observer.observe(this.more_);
+    this.timer = setInterval(() => {
+      if (document.hidden) return;
+      this.refresh().then((n) => { if (n && this.announce) say(`${n} new post${n > 1 ? "s" : ""}`); }).catch(() => {});
+    }, POLL_MS);
+  }
+
+  stop() { this.observer.disconnect(); clearInterval(this.timer); }
 
   async more() {
     if (this.loading || this.done) return;
@@ -303,17 +313,14 @@ function homeView(main) {
     el("h2", {}, "Who to follow"), suggestions,
     el("h2", {}, "Your timeline"), list.node);
   // The first page waits for our own registration (or last write) to be reflected.
-  list.refresh().catch((e) => say(e.message));
+  list.announce = true;
+  list.start();
   ownRegistration().then(() => api("GET", `/v1/users/${encodeURIComponent(me.user_id)}/suggestions?limit=5`)).then((answer) => {
     suggestions.replaceChildren(...answer.items.map((s) => el("li", {}, userLink(s.user_id, s.handle), ` (${s.score} in common)`)));
     if (!answer.items.length) suggestions.replaceChildren(el("li", { class: "hint" }, "No suggestions yet: follow someone first."));
   }).catch(() => {});
-  // New posts appear without a reload: poll the first page (the API has no push channel).
-  const timer = setInterval(() => {
-    if (document.hidden) return;
-    list.refresh().then((n) => { if (n) say(`${n} new post${n > 1 ? "s" : ""}`); }).catch(() => {});
-  }, POLL_MS);
-  return () => { clearInterval(timer); list.stop(); };
+  // New posts appear without a reload: the list polls its first page (the API has no push channel).
+  return () => list.stop();
 }
 
 async function follows(viewerId, userId) {
@@ -357,6 +364,7 @@ function userView(main, userId) {
       head.replaceChildren(el("h1", {}, "User"), el("p", { class: "error", role: "alert" }, e.message));
       return;
     }
+    if (!posts.timer) posts.start(); // only for a user that exists
     const isMe = me && me.user_id === userId;
     const title = el("h1", {}, user.display_name || `@${user.handle}`, " ");
     if (user.celebrity) title.append(el("span", { class: "badge" }, "celebrity"));
@@ -390,8 +398,7 @@ function userView(main, userId) {
     }
   });
   render();
-  const timer = setInterval(() => { if (!document.hidden) posts.refresh().catch(() => {}); }, POLL_MS);
-  return () => { clearInterval(timer); posts.stop(); };
+  return () => posts.stop();
 }
 
 // --- the pipeline page ---------------------------------------------------------------------------
@@ -446,7 +453,7 @@ function pipelineView(main) {
     el("h2", {}, "Celebrities you follow"),
     el("p", { class: "hint" }, "Authors at or above the threshold are pulled at read time instead of pushed to every follower."),
     celebrities);
-  const history = { events_appended: [], deliveries: [] };
+  const history = { events_appended: [], deliveries: [], stored: [] };
   let previous = null;
 
   function rate(name, answer) {
@@ -478,6 +485,9 @@ function pipelineView(main) {
     show(appended, "events_appended", answer);
     show(deliveries, "deliveries", answer);
     letters.value.textContent = `${answer.dead_letters_stored}${answer.dead_letters_capped ? "+" : ""}`;
+    history.stored.push(answer.dead_letters_stored);
+    if (history.stored.length > HISTORY) history.stored.shift();
+    letters.chart.replaceChildren(sparkline(history.stored, "Dead letters in the store, last two minutes"));
     letters.note.textContent = answer.counters.dead_letters == null ? "in the dead-letter store"
       : `in the dead-letter store; ${Math.round(answer.counters.dead_letters)} sent since the processors started`;
     const total = answer.shards.reduce((sum, s) => sum + s.behind, 0);

@@ -96,7 +96,7 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], output: Path) -> No
                 return
         except httpx.HTTPError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.1)
     pytest.fail(f"fanline up was not ready within {START_TIMEOUT_S:g} s:\n{output.read_text()}")
 
 
@@ -214,6 +214,9 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
     _fields_are_labelled(alice.page, at_least=6)  # the user id box, sign-up's three, login's two
     _screenshot(alice.page, "login", tmp_path)
     alice_id = alice.sign_up()
+    # Alice finds her id on her page (shown once her registration has been processed) to share it.
+    alice.page.get_by_role("link", name="My page").click()
+    expect(alice.page.get_by_text(f"@alice · user id {alice_id}")).to_be_visible()
     bob.sign_up()
 
     # Bob follows Alice, by keyboard: focus the button, press Enter.
@@ -227,6 +230,7 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
 
     # Alice posts; the counter counts down from 500.
     text = "hello from alice, live through the pipeline"
+    alice.page.get_by_role("link", name="Home").click()
     compose = alice.page.get_by_label("What's happening?")
     compose.fill(text)
     expect(alice.page.locator("#compose-count")).to_have_text(f"{500 - len(text)} characters left")
@@ -253,7 +257,7 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
     for n in range(BUSY_POSTS):
         answer = httpx.post(f"{server}/v1/posts", json={"body": f"busy {n}"}, headers=auth)
         assert answer.status_code == 202, answer.text
-        time.sleep(0.2)
+        time.sleep(0.1)
     positive = re.compile(r"^(0\.[1-9]|[1-9]\d*\.\d)$")
     expect(bob.page.locator("#appended-value")).to_have_text(positive, timeout=SEEN_TIMEOUT_MS)
     expect(bob.page.locator("#deliveries-value")).to_have_text(positive, timeout=SEEN_TIMEOUT_MS)
