@@ -6,7 +6,8 @@ answers: a read is a success when it is a 200 with a well-formed, non-empty page
 (`load.pages.page_problem`); failures are counted and shown next to the figures.
 
 - retrieval: sequential timeline reads by readers of about 10, 100, 500 and the most followees
-  (the nearest real users of the world; their actual following is reported).
+  (the nearest real users of the world, their actual following reported; no world user follows
+  fewer than 50, so readers of exactly 10 are added through the API as probe users).
 - consistency: posts by authors of each tier; at 100 ms, 500 ms, 1 s and 5 s after the 202, the
   fraction of sampled followers whose first page shows the post, under a steady background load.
 - storage: items and bytes per projection table, and timeline items written per post.
@@ -92,8 +93,12 @@ def ensure_world(options: Options, scale: str, strategy: str) -> dict[str, Any]:
 
 
 def serve(options: Options, scale: str, strategy: str, marker: dict[str, Any]) -> Server:
-    return Server(world_dir(options, scale, strategy), strategy=strategy,
-                  threshold=int(marker["celebrity_threshold"]), extra_env={"FANLINE_SECRET": ""})
+    return Server(
+        world_dir(options, scale, strategy),
+        strategy=strategy,
+        threshold=int(marker["celebrity_threshold"]),
+        extra_env={"FANLINE_SECRET": ""},
+    )
 
 
 def tokens_for(options: Options, scale: str, strategy: str) -> Tokens:
@@ -104,9 +109,15 @@ def tokens_for(options: Options, scale: str, strategy: str) -> Tokens:
 def machine() -> dict[str, Any]:
     """What the figures were measured on, and how busy it was (other work shares the cores)."""
     load1, load5, _ = os.getloadavg()
-    return {"cpus": os.cpu_count(), "cpu": _cpu_model(), "python": platform.python_version(),
-            "system": platform.platform(), "loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2),
-            "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "system": platform.platform(),
+        "loadavg_1m": round(load1, 2),
+        "loadavg_5m": round(load5, 2),
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
 
 
 def _cpu_model() -> str:
@@ -133,16 +144,72 @@ def percentiles(values: Sequence[float]) -> dict[str, float]:
 # --- retrieval ---------------------------------------------------------------------------------
 
 
-def readers_by_following(world: TieredWorld, per_bucket: int) -> list[tuple[int | None, list[int]]]:
-    """For each target following count, the `per_bucket` users whose following is nearest."""
+def readers_by_following(world: TieredWorld, per_bucket: int) -> list[tuple[int | None, list[int] | None]]:
+    """For each target following count, the `per_bucket` users whose following is nearest, or
+    None when no user of the world is within 20 % of it (no one follows fewer than 50): then
+    probe readers that follow exactly that many are added (`add_probe_readers`)."""
     counts = [len(row) for row in world.followees]
     largest = max(counts)
-    out = []
+    out: list[tuple[int | None, list[int] | None]] = []
     for target in FOLLOWING_TARGETS:
         goal = largest if target is None else target
         nearest = sorted(range(world.users), key=lambda i: (abs(counts[i] - goal), i))[:per_bucket]
-        out.append((target, nearest))
+        close = all(abs(counts[i] - goal) <= 0.2 * goal for i in nearest)
+        out.append((target, nearest if close else None))
     return out
+
+
+def probe_events(world: TieredWorld, target: int, count: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """Readers that follow exactly `target` world users: each a random `target` of a real regular
+    user's followees (the world's popularity mix). Fixed ids: adding them twice changes nothing."""
+    rng = random.Random(target)
+    regular = sum(world.tier_sizes[:2])
+    readers, events = [], []
+    for k in range(count):
+        me = f"probe-{target}-{k}"
+        source = list(world.followees[rng.randrange(regular, world.users)])
+        data = {"user_id": me, "handle": f"probe_{target}_{k}", "display_name": f"Probe {target}"}
+        events.append({"type": "UserRegistered", "id": f"{me}-user", "data": data})
+        events += [
+            {
+                "type": "UserFollowed",
+                "id": f"{me}-follows-{j}",
+                "data": {"follower_id": me, "followee_id": user_id(j)},
+            }
+            for j in sorted(rng.sample(source, min(target, len(source))))
+        ]
+        readers.append(me)
+    return readers, events
+
+
+async def add_probe_readers(
+    client: httpx.AsyncClient,
+    url: str,
+    tokens: Tokens,
+    world: TieredWorld,
+    target: int,
+    count: int,
+    timeout_s: float = 120,
+) -> list[str]:
+    """Write the probe readers through the API, then wait until each one's timeline has a page."""
+    readers, events = probe_events(world, target, count)
+    auth = {"Authorization": f"Bearer {tokens.issue('fanline-experiment', 'producer')}"}
+    for start in range(0, len(events), 500):
+        answer = await client.post(
+            f"{url}/v1/events", json={"events": events[start : start + 500]}, headers=auth
+        )
+        if answer.status_code != 202:
+            raise RuntimeError(f"probe readers refused: {answer.status_code} {answer.text}")
+    deadline = time.monotonic() + timeout_s
+    for reader in readers:
+        while True:
+            _, _, problem = await read_timeline(client, url, reader, tokens.issue(reader))
+            if problem is None:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"probe reader {reader}: no timeline after {timeout_s} s ({problem})")
+            await asyncio.sleep(0.2)
+    return readers
 
 
 async def read_timeline(
@@ -151,8 +218,11 @@ async def read_timeline(
     """(latency ms, page bytes, problem or None) of one first-page read."""
     began = time.perf_counter()
     try:
-        answer = await client.get(f"{url}/v1/users/{reader}/timeline", params={"limit": str(PAGE)},
-                                  headers={"Authorization": f"Bearer {token}"})
+        answer = await client.get(
+            f"{url}/v1/users/{reader}/timeline",
+            params={"limit": str(PAGE)},
+            headers={"Authorization": f"Bearer {token}"},
+        )
     except httpx.HTTPError as exc:
         return (time.perf_counter() - began) * 1000, 0, type(exc).__name__
     took = (time.perf_counter() - began) * 1000
@@ -167,12 +237,20 @@ async def retrieval(url: str, tokens: Tokens, world: TieredWorld, options: Optio
     counts = [len(row) for row in world.followees]
     rows = []
     async with httpx.AsyncClient(timeout=30) as client:
-        for target, readers in readers_by_following(world, options.readers_per_bucket):
+        for target, nearest in readers_by_following(world, options.readers_per_bucket):
+            if nearest is None:
+                assert target is not None  # the largest is always in the world
+                readers = await add_probe_readers(
+                    client, url, tokens, world, target, options.readers_per_bucket
+                )
+                following = [target] * len(readers)
+            else:
+                readers = [user_id(i) for i in nearest]
+                following = [counts[i] for i in nearest]
             latencies: list[float] = []
             sizes: list[int] = []
             problems: Counter[str] = Counter()
-            for index in readers:
-                reader = user_id(index)
+            for reader in readers:
                 token = tokens.issue(reader)
                 await read_timeline(client, url, reader, token)  # warm: the first read opens the connection
                 for _ in range(options.reads_per_reader):
@@ -182,22 +260,28 @@ async def retrieval(url: str, tokens: Tokens, world: TieredWorld, options: Optio
                         sizes.append(size)
                     else:
                         problems[problem] += 1
-            following = [counts[i] for i in readers]
-            rows.append({
-                "target": "largest" if target is None else target,
-                "following": round(statistics.median(following)), "readers": len(readers),
-                "reads": len(latencies) + sum(problems.values()), "failures": sum(problems.values()),
-                "problems": dict(problems), **percentiles(latencies),
-                "page_bytes": round(statistics.median(sizes)) if sizes else 0,
-            })
+            rows.append(
+                {
+                    "target": "largest" if target is None else target,
+                    "following": round(statistics.median(following)),
+                    "readers": len(readers),
+                    "probe_readers": nearest is None,
+                    "reads": len(latencies) + sum(problems.values()),
+                    "failures": sum(problems.values()),
+                    "problems": dict(problems),
+                    **percentiles(latencies),
+                    "page_bytes": round(statistics.median(sizes)) if sizes else 0,
+                }
+            )
     return rows
 
 
 # --- consistency -------------------------------------------------------------------------------
 
 
-async def _background(url: str, tokens: Tokens, users: int, rps: float, stop: asyncio.Event,
-                      tally: Counter[str]) -> None:
+async def _background(
+    url: str, tokens: Tokens, users: int, rps: float, stop: asyncio.Event, tally: Counter[str]
+) -> None:
     """80 % reads, 20 % posts at about `rps` requests per second until stopped."""
     rng = random.Random(11)
     async with httpx.AsyncClient(timeout=30) as client:
@@ -238,8 +322,9 @@ def probe_authors(world: TieredWorld, count: int) -> list[int]:
     return [rng.choice(tiers[n % 3]) for n in range(count) if tiers[n % 3]]
 
 
-async def _probe(client: httpx.AsyncClient, url: str, tokens: Tokens, author: int,
-                 followers: list[int], n: int) -> dict[str, Any]:
+async def _probe(
+    client: httpx.AsyncClient, url: str, tokens: Tokens, author: int, followers: list[int], n: int
+) -> dict[str, Any]:
     auth = {"Authorization": f"Bearer {tokens.issue(user_id(author))}"}
     answer = await client.post(f"{url}/v1/posts", json={"body": f"consistency probe {n}"}, headers=auth)
     accepted = time.perf_counter()
@@ -253,8 +338,11 @@ async def _probe(client: httpx.AsyncClient, url: str, tokens: Tokens, author: in
         unseen = [f for f in followers if f not in seen]
 
         async def shows(f: int) -> bool:
-            page = await client.get(f"{url}/v1/users/{user_id(f)}/timeline", params={"limit": str(PAGE)},
-                                    headers={"Authorization": f"Bearer {tokens.issue(user_id(f))}"})
+            page = await client.get(
+                f"{url}/v1/users/{user_id(f)}/timeline",
+                params={"limit": str(PAGE)},
+                headers={"Authorization": f"Bearer {tokens.issue(user_id(f))}"},
+            )
             return page.status_code == 200 and any(i["post_id"] == post_id for i in page.json()["items"])
 
         for f, shown in zip(unseen, await asyncio.gather(*(shows(f) for f in unseen)), strict=True):
@@ -277,7 +365,7 @@ async def consistency(url: str, tokens: Tokens, world: TieredWorld, options: Opt
             authors = probe_authors(world, options.probes)
             # Three probes at a time, staggered: a steady trickle rather than one burst.
             for start in range(0, len(authors), 3):
-                group = authors[start:start + 3]
+                group = authors[start : start + 3]
                 jobs: list[Awaitable[dict[str, Any]]] = []
                 for k, author in enumerate(group):
                     pool = list(all_followers[author])
@@ -288,11 +376,18 @@ async def consistency(url: str, tokens: Tokens, world: TieredWorld, options: Opt
         stop.set()
         await background
     good = [p for p in probes if "visible" in p]
-    mean = [round(statistics.mean(p["visible"][k] for p in good), 4) if good else float("nan")
-            for k in range(len(CHECKPOINTS_S))]
-    return {"checkpoints_s": list(CHECKPOINTS_S), "visible_fraction": mean,
-            "inconsistency_ratio": [round(1 - v, 4) for v in mean], "probes": probes,
-            "background": dict(tally), "background_rps": options.background_rps}
+    mean = [
+        round(statistics.mean(p["visible"][k] for p in good), 4) if good else float("nan")
+        for k in range(len(CHECKPOINTS_S))
+    ]
+    return {
+        "checkpoints_s": list(CHECKPOINTS_S),
+        "visible_fraction": mean,
+        "inconsistency_ratio": [round(1 - v, 4) for v in mean],
+        "probes": probes,
+        "background": dict(tally),
+        "background_rps": options.background_rps,
+    }
 
 
 async def _delayed(seconds: float, job: Awaitable[dict[str, Any]]) -> dict[str, Any]:
@@ -307,15 +402,20 @@ def storage(options: Options, scale: str, strategy: str, marker: dict[str, Any])
     sizes = table_sizes(world_dir(options, scale, strategy) / "store.db")
     posts = int(marker.get("posts") or 0)
     entries = int(marker.get("timeline_entries") or 0)
-    return {"tables": sizes, "posts": posts, "timeline_entries_written": entries,
-            "write_amplification": round(entries / posts, 2) if posts else None}
+    return {
+        "tables": sizes,
+        "posts": posts,
+        "timeline_entries_written": entries,
+        "write_amplification": round(entries / posts, 2) if posts else None,
+    }
 
 
 # --- throughput --------------------------------------------------------------------------------
 
 
-async def _drive(urls: Sequence[str], tokens: Tokens, users: int, seconds: float, concurrency: int,
-                 kind: str) -> dict[str, Any]:
+async def _drive(
+    urls: Sequence[str], tokens: Tokens, users: int, seconds: float, concurrency: int, kind: str
+) -> dict[str, Any]:
     """As many posts (or reads) as `concurrency` clients get answered in `seconds`, good ones counted."""
     good = bad = 0
     deadline = time.perf_counter() + seconds
@@ -330,12 +430,14 @@ async def _drive(urls: Sequence[str], tokens: Tokens, users: int, seconds: float
                 auth = {"Authorization": f"Bearer {tokens.issue(who)}"}
                 try:
                     if kind == "posts":
-                        answer = await client.post(f"{url}/v1/posts", json={"body": "throughput"},
-                                                   headers=auth)
+                        answer = await client.post(
+                            f"{url}/v1/posts", json={"body": "throughput"}, headers=auth
+                        )
                         ok = answer.status_code == 202
                     else:
-                        answer = await client.get(f"{url}/v1/users/{who}/timeline",
-                                                  params={"limit": str(PAGE)}, headers=auth)
+                        answer = await client.get(
+                            f"{url}/v1/users/{who}/timeline", params={"limit": str(PAGE)}, headers=auth
+                        )
                         ok = page_problem(answer.status_code, answer.json()) is None
                 except (httpx.HTTPError, ValueError):
                     ok = False
@@ -349,8 +451,19 @@ async def _drive(urls: Sequence[str], tokens: Tokens, users: int, seconds: float
 
 def _extra(data_dir: Path, env: dict[str, str], args: list[str], out: Path) -> subprocess.Popen[bytes]:
     with out.open("wb") as file:
-        return subprocess.Popen([sys.executable, "-c", "from fanline.cli import main; main()", *args,
-                                 "--data-dir", str(data_dir)], stdout=file, stderr=subprocess.STDOUT, env=env)
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from fanline.cli import main; main()",
+                *args,
+                "--data-dir",
+                str(data_dir),
+            ],
+            stdout=file,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -375,8 +488,9 @@ def _wait_ready(url: str, timeout_s: float = 60) -> None:
     raise RuntimeError(f"no ready API at {url} within {timeout_s} s")
 
 
-def throughput(server: Server, tokens: Tokens, options: Options, strategy: str,
-               marker: dict[str, Any]) -> list[dict[str, Any]]:
+def throughput(
+    server: Server, tokens: Tokens, options: Options, strategy: str, marker: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Posts/s and reads/s on the running server (1 API and 1 processor process), then with a
     second API process and a second processor process beside it (both APIs get requests)."""
     rows = []
@@ -385,20 +499,33 @@ def throughput(server: Server, tokens: Tokens, options: Options, strategy: str,
     try:
         for workers in (1, 2):
             if workers == 2:
-                env = {**os.environ, "FANLINE_STRATEGY": strategy, "FANLINE_SECRET": "",
-                       "FANLINE_CELEBRITY_THRESHOLD": str(marker["celebrity_threshold"])}
+                env = {
+                    **os.environ,
+                    "FANLINE_STRATEGY": strategy,
+                    "FANLINE_SECRET": "",
+                    "FANLINE_CELEBRITY_THRESHOLD": str(marker["celebrity_threshold"]),
+                }
                 port = str(free_port())
-                extras.append(_extra(server.data_dir, env, ["api", "--no-world", "--port", port],
-                                     server.data_dir / "api-2.out"))
+                extras.append(
+                    _extra(
+                        server.data_dir,
+                        env,
+                        ["api", "--no-world", "--port", port],
+                        server.data_dir / "api-2.out",
+                    )
+                )
                 extras.append(_extra(server.data_dir, env, ["process"], server.data_dir / "process-2.out"))
                 urls.append(f"http://127.0.0.1:{port}")
                 _wait_ready(urls[1])
-            posts = asyncio.run(_drive(urls, tokens, marker["users"], options.throughput_s,
-                                       options.concurrency, "posts"))
-            reads = asyncio.run(_drive(urls, tokens, marker["users"], options.throughput_s,
-                                       options.concurrency, "reads"))
-            rows.append({"api_processes": workers, "processor_processes": workers,
-                         "posts": posts, "reads": reads})
+            posts = asyncio.run(
+                _drive(urls, tokens, marker["users"], options.throughput_s, options.concurrency, "posts")
+            )
+            reads = asyncio.run(
+                _drive(urls, tokens, marker["users"], options.throughput_s, options.concurrency, "reads")
+            )
+            rows.append(
+                {"api_processes": workers, "processor_processes": workers, "posts": posts, "reads": reads}
+            )
     finally:
         for process in extras:
             _stop(process)
@@ -408,8 +535,9 @@ def throughput(server: Server, tokens: Tokens, options: Options, strategy: str,
 # --- running them ------------------------------------------------------------------------------
 
 
-def run_strategy(names: Sequence[str], scale: str, strategy: str, options: Options,
-                 say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def run_strategy(
+    names: Sequence[str], scale: str, strategy: str, options: Options, say: Callable[[str], None] = print
+) -> list[dict[str, Any]]:
     """The experiments `names` for one strategy at one scale, in that order, against one server
     (started once: a start costs seconds on a busy machine). Each result has its figures, the
     world and the machine (before and after)."""
@@ -422,9 +550,18 @@ def run_strategy(names: Sequence[str], scale: str, strategy: str, options: Optio
     results = []
 
     def record(name: str, began: float, figures: Any) -> None:
-        results.append({"experiment": name, "scale": scale, "strategy": strategy, "world": dict(marker),
-                        "machine": before, "machine_after": machine(), "figures": figures,
-                        "seconds": round(time.monotonic() - began, 1)})
+        results.append(
+            {
+                "experiment": name,
+                "scale": scale,
+                "strategy": strategy,
+                "world": dict(marker),
+                "machine": before,
+                "machine_after": machine(),
+                "figures": figures,
+                "seconds": round(time.monotonic() - began, 1),
+            }
+        )
         say(f"{name} {scale} {strategy}: {results[-1]['seconds']} s")
 
     if "storage" in names:

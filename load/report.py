@@ -274,8 +274,9 @@ def write_report(results: Path, out: Path) -> Path:
                 "### Retrieval",
                 "",
                 "Sequential first-page reads (limit 50) by the users whose following "
-                "is nearest each target; no world user follows fewer than 50, so the '10' row is "
-                "the nearest real user.",
+                "is nearest each target (their median following is shown); no world user follows "
+                "fewer than 50, so the 10 row is read by probe users added through the API, each "
+                "following 10 of a real regular user's followees.",
                 "",
                 _table(
                     [

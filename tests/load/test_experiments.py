@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fanline.cli import main
 from fanline.commands.experiment import run
 from load.capacity import Assumptions, model
-from load.experiments import Options, percentiles, readers_by_following, users_of
+from load.experiments import Options, percentiles, probe_events, readers_by_following, users_of
 from load.tiers import TieredWorld
 
 
@@ -26,9 +26,12 @@ def test_readers_are_the_nearest_real_users() -> None:
     world = TieredWorld(users=400, seed=2)
     counts = [len(row) for row in world.followees]
     buckets = dict(readers_by_following(world, 3))
-    assert all(counts[i] == 50 for i in buckets[10])  # none follows fewer than 50: the nearest
-    assert all(abs(counts[i] - 100) <= 5 for i in buckets[100])
-    assert max(counts[i] for i in buckets[None]) == max(counts)
+    assert buckets[10] is None  # no one follows fewer than 50: probe readers are added
+    assert buckets[100] is not None and all(abs(counts[i] - 100) <= 5 for i in buckets[100])
+    assert buckets[None] is not None and max(counts[i] for i in buckets[None]) == max(counts)
+    readers, events = probe_events(world, 10, 2)
+    assert readers == ["probe-10-0", "probe-10-1"] and len(events) == 2 * 11
+    assert probe_events(world, 10, 2) == (readers, events)
 
 
 def test_capacity_model_orders_the_strategies() -> None:
@@ -40,25 +43,38 @@ def test_capacity_model_orders_the_strategies() -> None:
 
 
 def test_all_experiments_and_the_report_on_a_small_world(tmp_path: Path) -> None:
-    options = Options(worlds=tmp_path / "worlds", readers_per_bucket=1, reads_per_reader=3, probes=3,
-                      followers_per_probe=5, background_rps=5, throughput_s=1.0, concurrency=4)
+    options = Options(
+        worlds=tmp_path / "worlds",
+        readers_per_bucket=1,
+        reads_per_reader=3,
+        probes=3,
+        followers_per_probe=5,
+        background_rps=5,
+        throughput_s=1.0,
+        concurrency=4,
+    )
     out = tmp_path / "raw"
     results = run("all", "80", "hybrid", options, out)
     by_name = {r["experiment"]: r["figures"] for r in results}
     retrieval = by_name["retrieval"]
     assert [r["target"] for r in retrieval] == [10, 100, 500, "largest"]
-    assert all(r["failures"] == 0 and r["reads"] == 3 and r["p50"] > 0 and r["page_bytes"] > 100
-               for r in retrieval)
+    assert all(
+        r["failures"] == 0 and r["reads"] == 3 and r["p50"] > 0 and r["page_bytes"] > 100 for r in retrieval
+    )
+    assert retrieval[0]["probe_readers"] and retrieval[0]["following"] == 10
     consistency = by_name["consistency"]
     assert consistency["visible_fraction"][-1] == 1.0  # every follower sees it within 5 s
-    assert all(a <= b for a, b in zip(consistency["visible_fraction"], consistency["visible_fraction"][1:],
-                                      strict=False))
+    assert all(
+        a <= b
+        for a, b in zip(consistency["visible_fraction"], consistency["visible_fraction"][1:], strict=False)
+    )
     storage = by_name["storage"]
     assert storage["tables"]["timelines"]["items"] > 0 and storage["write_amplification"] > 1
     throughput = by_name["throughput"]
     assert [r["api_processes"] for r in throughput] == [1, 2]
-    assert all(r["posts"]["good"] > 0 and r["reads"]["good"] > 0 and r["reads"]["failures"] == 0
-               for r in throughput)
+    assert all(
+        r["posts"]["good"] > 0 and r["reads"]["good"] > 0 and r["reads"]["failures"] == 0 for r in throughput
+    )
     assert json.loads((out / "80" / "storage-hybrid.json").read_text())["figures"] == storage
     assert (out / "capacity.json").exists()
 
@@ -66,7 +82,12 @@ def test_all_experiments_and_the_report_on_a_small_world(tmp_path: Path) -> None
     answer = CliRunner().invoke(main, ["report", "--results", str(out), "--out", str(report)])
     assert answer.exit_code == 0, answer.output
     readme = (report / "README.md").read_text()
-    for png in ("retrieval-80.png", "consistency-80.png", "storage-80.png", "throughput-80.png",
-                "capacity.png"):
+    for png in (
+        "retrieval-80.png",
+        "consistency-80.png",
+        "storage-80.png",
+        "throughput-80.png",
+        "capacity.png",
+    ):
         assert f"]({png})" in readme and (report / png).read_bytes()[:4] == b"\x89PNG"
     assert "Celebrity threshold" in readme and "| hybrid |" in readme
