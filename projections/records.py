@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
+
 # Timelines and post lists are ordered by (ts, post_id), newest first.
 SortKey = tuple[int, str]
 
@@ -47,19 +49,23 @@ class TimelineEntry:
         return (self.ts, self.post_id)
 
 
-@dataclass(frozen=True, slots=True)
-class FeedPost:
-    """A post as a timeline page shows it: with its author's handle ("" if never registered)."""
+class FeedPost(msgspec.Struct, frozen=True, gc=False):
+    """A post as a timeline page shows it, with its author's handle ("" if never registered).
+
+    A msgspec Struct, not a dataclass: a page builds fifty of these on every read, a frozen
+    dataclass is several times slower to construct, and the API encodes them as they are (they
+    are the page's items; gc=False: they hold only strings and ints, so no cycles to collect).
+    """
 
     post_id: str
     author_id: str
     author_handle: str
     body: str
-    ts: int
+    created_at: int  # ms since epoch: the post's ts
 
     @property
     def key(self) -> SortKey:
-        return (self.ts, self.post_id)
+        return (self.created_at, self.post_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,12 +33,9 @@ class BadCursor(ValueError):
     """A cursor this service did not hand out (or one that was altered)."""
 
 
-class TimelineItem(msgspec.Struct, frozen=True):
-    post_id: str
-    author_id: str
-    author_handle: str
-    body: str
-    created_at: int  # ms since epoch: the post's ts
+# The page's items are the store's FeedPosts as they are: post_id, author_id, author_handle,
+# body, created_at (the post's ts).
+TimelineItem = FeedPost
 
 
 class TimelinePage(msgspec.Struct, frozen=True):
@@ -100,7 +97,7 @@ class TimelineReader:
         return _page(await self._store.authors_feed([author_id], limit, before), limit)
 
 
-_KEY = attrgetter("ts", "post_id")  # FeedPost.key without the property call
+_KEY = attrgetter("created_at", "post_id")  # FeedPost.key without the property call
 
 
 def _page(found: list[FeedPost], limit: int) -> TimelinePage:
@@ -108,9 +105,8 @@ def _page(found: list[FeedPost], limit: int) -> TimelinePage:
     pushed, from before they crossed the line, and pulled)."""
     unique = {p.post_id: p for p in found}.values()
     shown = sorted(unique, key=_KEY, reverse=True)[:limit]
-    items = [TimelineItem(p.post_id, p.author_id, p.author_handle, p.body, p.ts) for p in shown]
     next_cursor = encode_cursor(shown[-1].key) if len(shown) == limit else None
-    return TimelinePage(items=items, next_cursor=next_cursor)
+    return TimelinePage(items=shown, next_cursor=next_cursor)
 
 
 def _check_limit(limit: int) -> None:
