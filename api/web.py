@@ -55,6 +55,8 @@ LAG_COUNT_CAP = 1000
 DEAD_LETTER_CAP = 1000
 # The pipeline page polls every 2 s; a processor that does not answer quickly is shown as unknown.
 SCRAPE_TIMEOUT_S = 1.0
+# At most one set of shard reads per this many seconds per API process (see pipeline_routes).
+REUSE_S = 1.0
 
 # Prometheus sample names (a Counter's samples end in _total) -> the field of Counters they sum into.
 COUNTER_SAMPLES = {
@@ -197,12 +199,23 @@ def pipeline_routes(
     celebrity_threshold: int,
     processor_metrics_url: str | None = None,
     registry: CollectorRegistry = REGISTRY,
+    reuse_s: float = REUSE_S,
 ) -> list[Route]:
-    """`processor_metrics_url`: the processors' /metrics when they run in another process."""
+    """`processor_metrics_url`: the processors' /metrics when they run in another process.
+
+    An answer is reused for `reuse_s`: each one reads every shard once, and Kinesis allows five
+    reads per second per shard, shared with the processors, however many people watch the page.
+    """
+    last: list[tuple[float, bytes]] = []
 
     async def pipeline(request: Request) -> Response:
         for name in request.query_params:
             raise ApiError(400, "bad_parameter", f"{name}: unknown query parameter; this route takes none")
+        if not last or time.monotonic() - last[0][0] >= reuse_s:
+            last[:] = [(time.monotonic(), _encode(await figures()))]
+        return Response(last[0][1], media_type="application/json", headers={"Cache-Control": "no-store"})
+
+    async def figures() -> Pipeline:
         try:
             lags = await shard_lags(log, store)
             letters = await store.dead_letters(DEAD_LETTER_CAP)
@@ -218,7 +231,7 @@ def pipeline_routes(
                 source = "scraped"
             except (httpx.HTTPError, ValueError) as exc:
                 source = f"unavailable: {type(exc).__name__}"
-        answer = Pipeline(
+        return Pipeline(
             at_ms=int(time.time() * 1000),
             strategy=strategy,
             celebrity_threshold=celebrity_threshold,
@@ -228,7 +241,6 @@ def pipeline_routes(
             counters=Counters(**totals),
             processor_metrics=source,
         )
-        return Response(_encode(answer), media_type="application/json", headers={"Cache-Control": "no-store"})
 
     return [Route("/v1/pipeline", pipeline, methods=["GET"])]
 

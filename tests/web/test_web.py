@@ -20,6 +20,7 @@ from processors.metrics import Metrics
 from projections.memory_store import MemoryStore
 from projections.records import DeadLetter
 from streams.kinesis_log import KinesisLog
+from streams.log import Log
 from streams.sqlite_log import SQLiteLog
 from tests.api.conftest import Api
 
@@ -87,22 +88,24 @@ async def test_pipeline_counts_records_not_yet_applied_and_dead_letters(api: Api
     assert figures["celebrity_threshold"] == 50_000
     assert sorted(s["behind"] for s in figures["shards"]) == [0, 0, 0, 0]
 
-    appended = await api.log.append([("alice", b"one"), ("alice", b"two"), ("bob", b"three")])
-    alice_shard = appended[0].shard_id
-    behind = {s["shard_id"]: s["behind"] for s in (await api.client.get("/v1/pipeline")).json()["shards"]}
-    expected = {alice_shard: 2}
-    expected[appended[2].shard_id] = expected.get(appended[2].shard_id, 0) + 1
-    assert {k: v for k, v in behind.items() if v} == expected
+    # From here on, an app that never reuses an answer (the API's reuses one for a second).
+    async with _client(_pipeline_app(api.log, api.store, None, CollectorRegistry())) as client:
+        appended = await api.log.append([("alice", b"one"), ("alice", b"two"), ("bob", b"three")])
+        alice_shard = appended[0].shard_id
+        behind = {s["shard_id"]: s["behind"] for s in (await client.get("/v1/pipeline")).json()["shards"]}
+        expected = {alice_shard: 2}
+        expected[appended[2].shard_id] = expected.get(appended[2].shard_id, 0) + 1
+        assert {k: v for k, v in behind.items() if v} == expected
 
-    # The processor applies alice's first record: one of hers is left.
-    await api.store.apply([], alice_shard, appended[0].sequence)
-    await api.store.put_dead_letter(DeadLetter(alice_shard, appended[1].sequence, "boom", b"two", 3, 1))
-    figures = (await api.client.get("/v1/pipeline")).json()
-    shard = next(s for s in figures["shards"] if s["shard_id"] == alice_shard)
-    assert shard["applied_sequence"] == appended[0].sequence
-    assert shard["behind"] == expected[alice_shard] - 1
-    assert not shard["behind_capped"]
-    assert figures["dead_letters_stored"] == 1
+        # The processor applies alice's first record: one of hers is left.
+        await api.store.apply([], alice_shard, appended[0].sequence)
+        await api.store.put_dead_letter(DeadLetter(alice_shard, appended[1].sequence, "boom", b"two", 3, 1))
+        figures = (await client.get("/v1/pipeline")).json()
+        shard = next(s for s in figures["shards"] if s["shard_id"] == alice_shard)
+        assert shard["applied_sequence"] == appended[0].sequence
+        assert shard["behind"] == expected[alice_shard] - 1
+        assert not shard["behind_capped"]
+        assert figures["dead_letters_stored"] == 1
 
 
 async def test_pipeline_lag_is_capped(tmp_path: Path) -> None:
@@ -113,6 +116,20 @@ async def test_pipeline_lag_is_capped(tmp_path: Path) -> None:
         async with _client(app) as client:
             (shard,) = (await client.get("/v1/pipeline")).json()["shards"]
         assert shard["behind"] == LAG_COUNT_CAP and shard["behind_capped"]
+    finally:
+        await log.close()
+
+
+async def test_pipeline_answers_are_reused_for_a_while(tmp_path: Path) -> None:
+    log = SQLiteLog(tmp_path / "log.db", shard_count=1)
+    try:
+        reusing = _pipeline_app(log, MemoryStore(), None, CollectorRegistry(), reuse_s=60)
+        async with _client(reusing) as client:
+            first = (await client.get("/v1/pipeline")).json()
+            await log.append([("k", b"x")])
+            assert (await client.get("/v1/pipeline")).json() == first
+        async with _client(_pipeline_app(log, MemoryStore(), None, CollectorRegistry(), reuse_s=0)) as client:
+            assert (await client.get("/v1/pipeline")).json()["shards"][0]["behind"] == 1
     finally:
         await log.close()
 
@@ -167,10 +184,10 @@ async def test_pipeline_says_when_the_processors_do_not_answer(tmp_path: Path) -
 
 
 def _pipeline_app(
-    log: SQLiteLog, store: MemoryStore, url: str | None, registry: CollectorRegistry
+    log: Log, store: MemoryStore, url: str | None, registry: CollectorRegistry, reuse_s: float = 0
 ) -> Starlette:
     routes = pipeline_routes(log, store, strategy="push", celebrity_threshold=3, processor_metrics_url=url,
-                             registry=registry)
+                             registry=registry, reuse_s=reuse_s)
     return Starlette(routes=routes, exception_handlers={ApiError: handle_api_error})
 
 
