@@ -1,8 +1,11 @@
 """Append batching: concurrent requests share one log append, after a short linger (like the KPL).
 
 Each request hands its entries (kept together, in order, in one append) and awaits its own
-entries' (shard, sequence). While one append is in flight the next batch collects, so under load
-batches grow by themselves; when idle a request waits at most `linger_s` before its append.
+entries' (shard, sequence). One append is in flight at a time, and the next batch collects while
+it is (group commit): the embedded log's appends are each one fsync and serialise on its
+writer anyway, so the time of an fsync, not a timer, sets the batch size under load. Only a
+request arriving when nothing is in flight waits, at most `linger_s`, for others to join it;
+the moment an append returns, whatever collected during it is appended at once.
 A failing append fails exactly the requests whose entries were in it.
 """
 
@@ -17,7 +20,8 @@ from streams.log import Appended, Log
 
 # Kinesis's PutRecords limit: one batch is one call on the AWS path.
 MAX_BATCH_RECORDS = 500
-DEFAULT_LINGER_S = 0.002
+# Short: it only ever delays the first request after an idle spell.
+DEFAULT_LINGER_S = 0.001
 
 APPENDS = Counter("fanline_log_appends_total", "Log append calls made by the API", ("outcome",))
 EVENTS_APPENDED = Counter("fanline_events_appended_total", "Events the API appended to the log")
@@ -50,9 +54,10 @@ class AppendBatcher:
         return await asyncio.shield(future)
 
     async def _flush_all(self) -> None:
+        if self._pending_records < self._max_records:
+            await asyncio.sleep(self._linger_s)  # from idle: let concurrent requests join
         while self._pending:
-            if self._pending_records < self._max_records:
-                await asyncio.sleep(self._linger_s)  # let concurrent requests join this batch
+            # No linger here: these requests collected while the last append was in flight.
             await self._flush(self._take())
 
     def _take(self) -> list[tuple[Entries, asyncio.Future[list[Appended]]]]:

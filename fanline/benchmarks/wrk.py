@@ -138,6 +138,17 @@ def api_server(data_dir: Path, secret: str, statics: list[tuple[str, str, bytes,
                 server.wait()
 
 
+def append_batches(base: str) -> tuple[float, float]:
+    """The server's log appends so far and the records in them (the batcher's histogram)."""
+    text = httpx.get(f"{base}/metrics", timeout=5.0).text
+    figures = dict.fromkeys(("fanline_append_batch_records_count", "fanline_append_batch_records_sum"), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in figures:
+            figures[name] = float(value)
+    return figures["fanline_append_batch_records_count"], figures["fanline_append_batch_records_sum"]
+
+
 def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -7,8 +7,9 @@ shape from the same server; they alternate in slices. A post counts only when an
 which the API sends once the event is durably in the log; afterwards the log is read back and
 must hold at least that many posts (a few more: requests wrk stopped waiting for at the end).
 
-Figures: posts_per_s, p50_ms, p99_ms, ceiling_rps, ratio = posts_per_s / ceiling_rps. The last
-line printed is one JSON object.
+Figures: posts_per_s, p50_ms, p99_ms, ceiling_rps, ratio = posts_per_s / ceiling_rps, and the
+appends the server made for the measured posts (from its /metrics: the append batcher's batch
+size histogram) with their mean batch size. The last line printed is one JSON object.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from api.write import new_id
 from fanline.benchmarks.wrk import (
     WrkResult,
     api_server,
+    append_batches,
     lua_strings,
     profiled_load,
     require_wrk,
@@ -104,9 +106,11 @@ def bench_write(seconds: float, slices: int, profile_to: Path | None) -> None:
         data_dir = Path(scratch)
         with api_server(data_dir, secret, [("POST", STATIC_PATH, static, 202)]) as server:
             warm_up = run_wrk(server.url, _script(token, "/v1/posts"), 1)
+            appends_before, records_before = append_batches(server.url)
             for _ in range(slices):
                 ceiling.append(run_wrk(server.url, _script(token, STATIC_PATH), seconds))
                 posts.append(run_wrk(server.url, _script(token, "/v1/posts"), seconds))
+            appends_after, records_after = append_batches(server.url)
             if profile_to is not None:
                 click.echo(profiled_load(server, _script(token, "/v1/posts"), seconds, profile_to))
         in_log = asyncio.run(_posts_in_log(data_dir))
@@ -116,6 +120,9 @@ def bench_write(seconds: float, slices: int, profile_to: Path | None) -> None:
             click.echo(f"{name}: {r.counted / r.seconds:.0f} answered 202/s, p50 {r.p50_ms:.2f} ms, "
                        f"p99 {r.p99_ms:.2f} ms, {r.requests} requests, {r.status_errors} non-2xx, "
                        f"{r.socket_errors} socket errors")
+    appends = appends_after - appends_before
+    mean_batch = (records_after - records_before) / appends if appends else 0.0
+    click.echo(f"appends while measuring: {appends:.0f}, {mean_batch:.1f} records each on average")
     click.echo(f"log holds {in_log} events for {accepted} posts answered 202 "
                f"({in_log - accepted} appended while wrk was stopping, their answers unread)")
     posts_per_s, p50, p99 = _combine(posts, counted=True)
@@ -129,6 +136,8 @@ def bench_write(seconds: float, slices: int, profile_to: Path | None) -> None:
         "accepted": accepted,
         "in_log": in_log,
         "errors": sum(r.status_errors + r.socket_errors for r in posts + ceiling),
+        "appends": round(appends),
+        "mean_batch_records": round(mean_batch, 1),
     }
     click.echo(f"target: posts_per_s >= 5000 ({'met' if posts_per_s >= 5000 else 'MISSED'}); "
                f"every accepted post in the log: {'yes' if in_log >= accepted else 'NO'}")

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from api.batcher import AppendBatcher
-from streams.log import LogUnavailable, Position
+from streams.log import Appended, LogUnavailable, Position
 from streams.sqlite_log import SQLiteLog
 from tests.api.fakes import SpyLog
 
@@ -63,4 +64,37 @@ async def test_entry_counts_outside_one_append_are_refused(log: SpyLog) -> None:
     with pytest.raises(ValueError, match="1 to 10"):
         await batcher.append([("k", b"x")] * 11)
     assert log.calls == 0
+    await log.close()
+
+
+
+class GatedLog(SpyLog):
+    """Appends wait for `gate`: the test decides when the append in flight finishes."""
+
+    def __init__(self, inner: SQLiteLog) -> None:
+        super().__init__(inner)
+        self.gate = asyncio.Event()
+
+    async def append(self, entries: Sequence[tuple[str, bytes]]) -> list[Appended]:
+        self.calls += 1
+        await self.gate.wait()
+        return await self.inner.append(entries)
+
+
+async def test_requests_arriving_during_an_append_go_in_the_next_one_without_linger(tmp_path: Path) -> None:
+    log = GatedLog(SQLiteLog(tmp_path / "log.db", shard_count=4))
+    batcher = AppendBatcher(log, linger_s=0.2)  # only the first append, from idle, waits for it
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    first = asyncio.ensure_future(batcher.append([("k0", b"first")]))
+    while log.calls == 0:  # the first append is in flight, held at the gate
+        await asyncio.sleep(0.001)
+    rest = [asyncio.ensure_future(batcher.append([(f"k{i}", b"next")])) for i in range(1, 20)]
+    await asyncio.sleep(0)  # the nineteen are queued behind the append in flight
+    log.gate.set()
+    await first
+    assert len(await asyncio.gather(*rest)) == 19
+    elapsed = loop.time() - started
+    assert log.calls == 2  # the nineteen shared the append after the first
+    assert elapsed < 0.2 + 0.15, elapsed  # one linger (from idle), not a second one
     await log.close()
