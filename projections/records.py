@@ -37,8 +37,11 @@ class Post:
         return (self.ts, self.post_id)
 
 
-@dataclass(frozen=True, slots=True)
-class TimelineEntry:
+class TimelineEntry(msgspec.Struct, frozen=True, gc=False):
+    """A msgspec Struct, not a dataclass: a push makes one per follower (100 000 per batch), and
+    a Struct is built ~10x faster and, with gc=False (it holds only str and int, so it cannot
+    be in a cycle), is never scanned by the garbage collector, which was a third of a push."""
+
     user_id: str  # whose timeline
     ts: int
     post_id: str
