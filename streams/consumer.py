@@ -6,7 +6,13 @@ shard has a lease, and takes leases: unowned ones, ones whose counter it has not
 live workers' leases, one lease stolen from the most loaded worker. Each held lease runs a
 `ShardLoop`: read from the checkpoint, hand the handler a batch, checkpoint the batch's last
 sequence once the handler returns. Checkpoints and renewals are conditional on the counter, so
-a worker that lost a lease learns it at its next write and stops that shard at once.
+a worker that lost a lease learns it at its next write and stops that shard at once. A worker
+that cannot renew (the lease store errs or hangs) stops a shard once its last successful renewal
+is `lease_timeout_s` old, as the KCL does: by then other workers may have taken the lease.
+
+`on_lease_acquired(shard_id)` is called when the worker starts processing a shard (before its
+first batch) and `on_lease_lost(shard_id)` when it stops because the lease was lost or ran out,
+so a handler that caches per-shard progress (the Runner's applied marks) can drop it.
 
 Delivery is at least once and in order per shard: a batch whose handler raises is handed over
 again (with backoff) and never skipped; a batch handled but not yet checkpointed when a worker
@@ -22,7 +28,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential, wait_random
@@ -124,6 +130,9 @@ class ShardLoop:
         self.halt = asyncio.Event()
         self.lost = False
         self.finished = False  # checkpointed at SHARD_END and released
+        # When the lease was last taken, renewed or checkpointed here (monotonic): past this plus
+        # the lease timeout, other workers may hold it, so this loop must not go on.
+        self.renewed_at = time.monotonic()
         self.task: asyncio.Task[None] | None = None
 
     @property
@@ -137,6 +146,8 @@ class ShardLoop:
             result = await reader.read(consumer.batch_size)
             if self.halt.is_set():
                 return  # not handed over, not checkpointed: the next owner reads it again
+            if self._ran_out():
+                return
             if result.records:
                 batch = to_batch(self.shard_id, result)
                 if not await self._deliver(batch) or not await self.checkpoint(batch.last_sequence):
@@ -151,7 +162,7 @@ class ShardLoop:
         """Hand the batch over until the handler returns; False if we gave up (stop, lease lost)."""
 
         def give_up(state: RetryCallState) -> bool:
-            return self.halt.is_set()
+            return self.halt.is_set() or self._ran_out()
 
         initial, most = self.consumer.retry_initial_s, self.consumer.retry_max_s
         retrying = AsyncRetrying(
@@ -181,30 +192,43 @@ class ShardLoop:
         async with self.lock:
             lease = await self.consumer.leases.checkpoint(self.lease, checkpoint)
             if lease is None:
-                self._lose("checkpoint")
+                self._lose("checkpoint failed")
                 return False
             self.lease = lease
+            self.renewed_at = time.monotonic()
             return True
 
     async def renew(self) -> None:
         async with self.lock:
             if self.lost or self.finished:
                 return
-            lease = await self.consumer.leases.renew(self.lease)
+            try:
+                lease = await self.consumer.leases.renew(self.lease)
+            except Exception:
+                self._ran_out()
+                raise
             if lease is None:
-                self._lose("renewal")
+                self._lose("renewal refused")
             else:
                 self.lease = lease
+                self.renewed_at = time.monotonic()
+
+    def _ran_out(self) -> bool:
+        """Stop (as if lost) once the last successful renewal is a lease timeout old."""
+        if not self.lost and time.monotonic() - self.renewed_at >= self.consumer.lease_timeout_s:
+            self._lose(f"no renewal for {self.consumer.lease_timeout_s:g} s")
+        return self.lost
 
     async def release(self) -> None:
         async with self.lock:
             if not self.lost:
                 await self.consumer.leases.release(self.lease)
 
-    def _lose(self, during: str) -> None:
-        logger.info("lease on %s lost (%s failed): stopping that shard", self.shard_id, during)
+    def _lose(self, why: str) -> None:
+        logger.info("lease on %s lost (%s): stopping that shard", self.shard_id, why)
         self.lost = True
         self.halt.set()
+        self.consumer.on_lease_lost(self.shard_id)
 
     async def _finish(self) -> None:
         """End of a closed shard: checkpoint SHARD_END, give the lease up, let children be taken."""
@@ -246,6 +270,8 @@ class Consumer:
         idle_wait_s: float = 1.0,
         retry_initial_s: float = 0.1,
         retry_max_s: float = 5.0,
+        on_lease_acquired: Callable[[str], None] = lambda shard_id: None,
+        on_lease_lost: Callable[[str], None] = lambda shard_id: None,
     ) -> None:
         if not worker_id:
             raise ValueError("worker_id must be a non-empty string")
@@ -260,6 +286,8 @@ class Consumer:
         self.idle_wait_s = idle_wait_s
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
+        self.on_lease_acquired = on_lease_acquired
+        self.on_lease_lost = on_lease_lost
         self.loops: dict[str, ShardLoop] = {}
         # Per shard: the counter last seen and when (monotonic) it was first seen at that value.
         self._seen: dict[str, tuple[int, float]] = {}
@@ -326,6 +354,7 @@ class Consumer:
         return expired
 
     def _start(self, lease: Lease) -> None:
+        self.on_lease_acquired(lease.shard_id)  # before the loop's first batch
         loop = ShardLoop(self, lease)
         loop.task = asyncio.create_task(loop.run(), name=f"{self.worker_id}:{lease.shard_id}")
         self.loops[lease.shard_id] = loop
