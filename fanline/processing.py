@@ -67,7 +67,11 @@ async def run_projections(settings: Settings, log: Log, fold: FoldSettings, metr
         try:
             leases = await versions.open_leases_version(settings, version)
             try:
-                consumer = Consumer(log, leases, Runner(store, fold, metrics).handle, worker_id=worker_id)
+                runner = Runner(store, fold, metrics)
+                # A shard taken (again) starts from the store's applied mark, not a cached one:
+                # another worker may have applied past it meanwhile.
+                consumer = Consumer(log, leases, runner.handle, worker_id=worker_id,
+                                    on_lease_acquired=runner.forget, on_lease_lost=runner.forget)
                 on_stop(consumer.stop)
                 watcher = asyncio.create_task(_watch(settings, version, consumer))
                 try:

@@ -6,8 +6,9 @@
 Per batch: skip the items at or below the store's applied mark for the shard (a redelivery
 after a crash between apply and checkpoint), dead-letter undecodable records, fold the rest in
 order, and make all their mutations durable with one `store.apply(..., last_sequence)`. The
-applied mark is cached per shard; call `forget(shard_id)` when the shard's lease is lost, so a
-later owner's progress is read again from the store.
+applied mark is cached per shard; call `forget(shard_id)` whenever the shard is taken (and when
+its lease is lost), so progress another worker made meanwhile is read again from the store:
+`Consumer(..., on_lease_acquired=runner.forget, on_lease_lost=runner.forget)`.
 
 A fold that raises is retried (up to `fold_attempts`); then the event is dead-lettered and the
 shard moves on. A `Rejected` event (bad input) is dead-lettered at once.
