@@ -427,6 +427,9 @@ def write_report(results: Path, out: Path) -> Path:
             f"![capacity]({plot_capacity(capacity, out)})",
             "",
         ]
+    notes = results / "NOTES.md"  # what the person who ran them saw, written by hand
+    if notes.exists():
+        lines += ["## Notes", "", notes.read_text().strip(), ""]
     readme = out / "README.md"
     readme.write_text("\n".join(lines))
     return readme

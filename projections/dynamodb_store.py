@@ -347,7 +347,11 @@ class DynamoDBStore:
     # --- writes (the runner) -----------------------------------------------------------------
     async def apply(self, mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
         position = sequence_position(sequence)
-        for step in plan_writes(mutations):
+        steps = list(plan_writes(mutations))  # bad input is refused before anything is sent
+        if await self._mark_position(shard_id) > position:
+            # A late writer's batch (Store.apply): checked first, so the window is narrowed, not closed.
+            return
+        for step in steps:
             if isinstance(step, TrimTimelines):
                 await self._trim(step)
             else:
@@ -371,6 +375,14 @@ class DynamoDBStore:
 
         doomed = await asyncio.gather(*(beyond_cap(u) for u in dict.fromkeys(trim.user_ids)))
         await self._write_all([write for writes in doomed for write in writes])
+
+    async def _mark_position(self, shard_id: str) -> str:
+        """The shard's applied mark as a sortable position; "" when it has none."""
+        answer = await self._retry(lambda: self.client.get_item(
+            TableName=self.table(APPLIED), Key={"shard_id": {"S": shard_id}}, ConsistentRead=True,
+        ))
+        item = answer.get("Item")
+        return str(item["position"]["S"]) if item else ""
 
     async def _set_applied(self, shard_id: str, sequence: str, position: str) -> None:
         async def attempt() -> None:

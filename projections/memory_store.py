@@ -78,9 +78,11 @@ class MemoryStore:
         sequence_position(sequence)
         for mutation in mutations:
             _check(mutation)
+        current = self._applied.get(shard_id)
+        if current is not None and int(current) > int(sequence):
+            return  # a late writer's batch: a later one of the shard is in (Store.apply)
         for mutation in mutations:
             self._apply_one(mutation)
-        current = self._applied.get(shard_id)
         # Sequence numbers are decimal strings: compare them as numbers, and never go back.
         if current is None or int(sequence) > int(current):
             self._applied[shard_id] = sequence

@@ -294,6 +294,11 @@ class SQLiteStore:
 
         def write(conn: sqlite3.Connection) -> None:
             with _transaction(conn):
+                # Fenced by the mark, under the write lock (Store.apply): a batch of a worker whose
+                # lease moved must not land after the new owner's later batches (it would undo them).
+                found = conn.execute("SELECT position FROM applied WHERE shard_id = ?", mark[:1]).fetchone()
+                if found is not None and found[0] > mark[2]:
+                    return
                 for sql, rows in groups:
                     conn.executemany(sql, rows)
                 conn.execute(_SET_APPLIED, mark)  # last, in the same transaction

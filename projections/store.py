@@ -27,6 +27,13 @@ class Store(Protocol):
 
         The applied mark is written last (SQLite: in the same transaction), so a reader of
         `applied()` never sees a sequence whose effects are not all there.
+
+        Nothing is written when the shard's mark is already past `sequence`: that batch comes
+        from a worker whose lease moved while it had the batch in hand, and the new owner's later
+        batches are in; writing it would undo them (tests/faults/test_leases.py). A batch at the
+        mark is applied again (a redelivery: the same effects). SQLite and memory check under
+        their write lock. DynamoDB reads the mark first, which narrows the window but does not
+        close it (a known limit: closing it needs a condition on every item).
         """
         ...
 

@@ -8,14 +8,17 @@ folds, its effects are applied and the letter is deleted; when it fails again, t
 dead-letters it again (the letter stays, with the new error) and the command says so.
 
 The shard's applied mark is already past a letter (the shard moved on), so the Runner would skip
-it as a redelivery: the retry gives it a view of the store without marks. Applying the letter then
-leaves the mark where it is (marks only move forward), and every effect is idempotent, so
-retrying a letter twice, or one the processors also folded, changes nothing more.
+it as a redelivery, and the store would refuse a batch below its mark as a late writer's: the
+retry gives the Runner a view of the store without marks, and hands it the letter as the batch
+at the shard's current mark. Applying it leaves the mark where it is; if the processors moved the
+mark meanwhile the store may have refused it, so it is applied again (every effect is
+idempotent) until the mark held still around it. A letter that fails again keeps its own key.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 from collections.abc import Collection
 from pathlib import Path
@@ -33,44 +36,53 @@ from streams.delivery import Batch, Delivered, Undecodable
 from streams.events import EventDecodeError, decode
 
 PAYLOAD_PREVIEW = 300
+RETRY_ROUNDS = 5
 
 
 class _Unmarked:
     """The store as the retry's Runner sees it: no applied marks, and the letters it writes noted."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, letter: DeadLetter) -> None:
         self._store = store
-        self.dead_lettered: list[DeadLetter] = []
+        self._letter = letter
+        self.failed: list[DeadLetter] = []
 
     async def applied(self) -> dict[str, str]:
         return {}
 
     async def put_dead_letter(self, letter: DeadLetter) -> None:
-        self.dead_lettered.append(letter)
+        # Under the letter's own key (the Runner saw it at the shard's mark).
+        letter = dataclasses.replace(letter, sequence=self._letter.sequence)
+        self.failed.append(letter)
         await self._store.put_dead_letter(letter)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
 
-def _item(letter: DeadLetter) -> Delivered | Undecodable:
+def _item(letter: DeadLetter, sequence: str) -> Delivered | Undecodable:
     try:
         event = decode(letter.payload)
     except EventDecodeError as exc:
-        return Undecodable(letter.shard_id, letter.sequence, letter.payload, str(exc))
-    return Delivered(letter.shard_id, letter.sequence, event, letter.failed_at_ms)
+        return Undecodable(letter.shard_id, sequence, letter.payload, str(exc))
+    return Delivered(letter.shard_id, sequence, event, letter.failed_at_ms)
 
 
 async def retry_letter(store: Store, settings: Settings, letter: DeadLetter) -> str | None:
-    """Fold `letter` again; None when it folded (and was deleted), else the new error."""
-    view = _Unmarked(store)
-    # cast: _Unmarked is a Store by delegation (__getattr__), which a Protocol check cannot see.
-    runner = Runner(cast(Store, view), fold_settings(settings), Metrics())
-    await runner.handle(Batch(letter.shard_id, [_item(letter)], 0))
-    if view.dead_lettered:
-        return view.dead_lettered[-1].error
-    await store.delete_dead_letter(letter.shard_id, letter.sequence)
-    return None
+    """Fold `letter` again; None when it folded (and was deleted), else why not."""
+    for _ in range(RETRY_ROUNDS):
+        view = _Unmarked(store, letter)
+        # cast: _Unmarked is a Store by delegation (__getattr__), which a Protocol check cannot see.
+        runner = Runner(cast(Store, view), fold_settings(settings), Metrics())
+        before = (await store.applied()).get(letter.shard_id)
+        at = before if before is not None and int(before) > int(letter.sequence) else letter.sequence
+        await runner.handle(Batch(letter.shard_id, [_item(letter, at)], 0))
+        if view.failed:
+            return view.failed[-1].error
+        if (await store.applied()).get(letter.shard_id) == before:
+            await store.delete_dead_letter(letter.shard_id, letter.sequence)
+            return None
+    return f"the shard's mark kept moving through {RETRY_ROUNDS} tries; retry later"
 
 
 def _settings(data_dir: Path | None) -> Settings:

@@ -136,9 +136,9 @@ class Zygote:
         )
         self.pids: list[int] = []
 
-    def spawn(self, worker_id: str, record: Path | None = None) -> int:
+    def spawn(self, worker_id: str, record: Path | None = None, pause_s: float = 0.0) -> int:
         assert self.process.stdin is not None and self.process.stdout is not None
-        self.process.stdin.write(f"spawn {worker_id} {record or ''}\n")
+        self.process.stdin.write(f"spawn {worker_id} {record or '-'} {pause_s}\n")
         self.process.stdin.flush()
         answer = self.process.stdout.readline().split()
         assert answer[:1] == ["pid"], f"zygote said {answer!r}"

@@ -6,13 +6,14 @@ a short lease timeout and small batches, so a test can kill many of them within 
 takes seconds to import fanline on a busy machine; a fork takes milliseconds.
 
     python -m tests.faults.zygote DATA_DIR LEASE_TIMEOUT_S
-    stdin:  spawn WORKER_ID [RECORD_FILE]     stdout: pid PID
+    stdin:  spawn WORKER_ID [RECORD_FILE [PAUSE_S]]     stdout: pid PID
 
 A worker stops cleanly on SIGTERM (batch finished, checkpointed, leases released) and exits 0; it
 is killed with SIGKILL by its pid. With RECORD_FILE it records every batch it handled (worker,
 shard, first and last sequence, start and end on the monotonic clock), committed before the
-handler returns, so what it did survives a SIGKILL. The zygote's children are reaped by the kernel
-(SIGCHLD ignored); the zygote ends when its stdin closes.
+handler returns, so what it did survives a SIGKILL. PAUSE_S: a wait between each batch's fold and
+its apply, the window in which a slow worker's lease can move to a quicker one. The zygote's
+children are reaped by the kernel (SIGCHLD ignored); the zygote ends when its stdin closes.
 """
 
 from __future__ import annotations
@@ -23,23 +24,35 @@ import signal
 import sqlite3
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_leases, open_log, open_store
 from processors.metrics import Metrics
 from processors.runner import Runner
+from projections.records import Mutation
 from streams.consumer import Consumer
 from streams.delivery import Batch
 
 BATCH_SIZE = 50
 
 
-async def work(data_dir: Path, lease_timeout_s: float, worker_id: str, record: Path | None) -> None:
+async def work(
+    data_dir: Path, lease_timeout_s: float, worker_id: str, record: Path | None, pause_s: float
+) -> None:
     settings = Settings.load({"data_dir": data_dir})
     log = await open_log(settings)
     store = await open_store(settings)
     leases = await open_leases(settings)
+    if pause_s:
+        apply = store.apply
+
+        async def slow_apply(mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
+            await asyncio.sleep(pause_s)
+            await apply(mutations, shard_id, sequence)
+
+        store.apply = slow_apply  # type: ignore[method-assign]
     runner = Runner(store, fold_settings(settings), Metrics())
     out = sqlite3.connect(record) if record else None
     if out is not None:
@@ -65,14 +78,14 @@ async def work(data_dir: Path, lease_timeout_s: float, worker_id: str, record: P
         await log.close()
 
 
-def spawn(data_dir: Path, lease_timeout_s: float, worker_id: str, record: Path | None) -> int:
+def spawn(data_dir: Path, lease_timeout_s: float, worker_id: str, record: Path | None, pause_s: float) -> int:
     pid = os.fork()
     if pid:
         return pid
     code = 1
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        asyncio.run(work(data_dir, lease_timeout_s, worker_id, record))
+        asyncio.run(work(data_dir, lease_timeout_s, worker_id, record, pause_s))
         code = 0
     finally:
         os._exit(code)
@@ -84,8 +97,9 @@ def main() -> None:
     for line in sys.stdin:
         command, *args = line.split()
         if command == "spawn":
-            record = Path(args[1]) if len(args) > 1 else None
-            pid = spawn(data_dir, lease_timeout_s, args[0], record)
+            record = Path(args[1]) if len(args) > 1 and args[1] != "-" else None
+            pause_s = float(args[2]) if len(args) > 2 else 0.0
+            pid = spawn(data_dir, lease_timeout_s, args[0], record, pause_s)
             print(f"pid {pid}", flush=True)
 
 

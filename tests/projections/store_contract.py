@@ -80,7 +80,9 @@ class StoreContract:
         await store.apply([PutUser(ALICE)], "shard-0", "500")
         await store.apply([PutUser(BOB)], "shard-0", "20")
         assert await store.applied() == {"shard-0": "500"}
-        # The mutations themselves are absolute, so applying them again is harmless.
+        # Nor writes anything: a late writer's batch would undo later ones (tests/faults/test_leases.py).
+        assert set(await store.users(["alice", "bob"])) == {"alice"}
+        await store.apply([PutUser(BOB)], "shard-0", "500")  # at the mark: a redelivery, applied
         assert set(await store.users(["alice", "bob"])) == {"alice", "bob"}
 
     async def test_applying_twice_leaves_the_same_state(self, store: Store) -> None:

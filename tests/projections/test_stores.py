@@ -180,6 +180,10 @@ class FakeDynamoDB:
         self.calls.append(("put_item", request))
         return {}
 
+    async def get_item(self, **request: Any) -> dict[str, Any]:
+        self.calls.append(("get_item", request))  # the applied mark, before a batch (no mark here)
+        return {}
+
 
 def _throttled() -> ClientError:
     error = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
@@ -213,7 +217,7 @@ async def test_dynamodb_gives_up_with_store_unavailable_and_no_applied_mark() ->
     store = DynamoDBStore(fake, "t-", attempts=3, max_wait_s=0.01)
     with pytest.raises(StoreUnavailable, match="ProvisionedThroughputExceeded"):
         await store.apply([_entries(3)], "s", "9")
-    assert [name for name, _ in fake.calls] == ["batch_write_item"] * 3
+    assert [name for name, _ in fake.calls] == ["get_item"] + ["batch_write_item"] * 3
 
 
 async def test_dynamodb_bad_input_sends_nothing() -> None:
