@@ -8,7 +8,8 @@ those (a test's refusing store) is seen here too.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
+from operator import attrgetter
 from typing import Protocol
 
 from projections.records import FeedPost, Post, SortKey, TimelineEntry, User
@@ -57,6 +58,27 @@ async def authors_feed(
     if limit <= 0 or not author_ids:
         return []
     return await with_handles(store, await store.posts_of_authors(author_ids, limit, before))
+
+
+async def hybrid_feed(
+    store: BasicReads, user_id: str, limit: int, before: SortKey | None
+) -> list[FeedPost]:
+    found = await timeline_feed(store, user_id, limit, before)
+    celebrities = await celebrity_followees(store, user_id)
+    if celebrities:
+        found += await authors_feed(store, celebrities, limit, before)
+    return newest(found, limit)
+
+
+def newest(found: Iterable[FeedPost], limit: int) -> list[FeedPost]:
+    """The newest `limit` of `found`, deduplicated by post id, newest first. Given each source's
+    newest `limit`, this is exactly the newest `limit` of their union: an item of the union's
+    page has fewer than `limit` newer items in the union, so fewer in its own source."""
+    unique = {p.post_id: p for p in found}.values()
+    return sorted(unique, key=_KEY, reverse=True)[:limit]
+
+
+_KEY = attrgetter("created_at", "post_id")  # FeedPost.key without the property call
 
 
 async def with_handles(store: BasicReads, posts: Sequence[Post]) -> list[FeedPost]:

@@ -170,6 +170,9 @@ class MemoryStore:
     ) -> list[FeedPost]:
         return await feed.authors_feed(self, author_ids, limit, before)
 
+    async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        return await feed.hybrid_feed(self, user_id, limit, before)
+
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:
         self._dead[(letter.shard_id, letter.sequence)] = letter

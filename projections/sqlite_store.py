@@ -207,6 +207,27 @@ CELEBRITY_FOLLOWEES = (
     "SELECT f.followee_id FROM following f JOIN users u ON u.user_id = f.followee_id"
     " WHERE f.user_id = ? AND u.celebrity ORDER BY f.followee_id"
 )
+# The hybrid page in one statement: the pushed timeline's newest live entries, and for each
+# celebrity the user follows the posts among its `limit` newest (its keys found in its range,
+# then each post read by key), their union (UNION also drops a post both pushed and pulled: the
+# rows are equal) cut to `limit`, then the handles. One statement rather than three saves half
+# the SQLite time of a page (measured on the bench world).
+HYBRID_FEED = """
+WITH pushed AS (
+    SELECT t.ts_post_id AS k, p.post_id, p.author_id, p.body, p.ts FROM timelines t
+    JOIN posts_by_id p ON p.post_id = t.post_id
+    WHERE t.user_id = ?1 AND t.ts_post_id < ?2 ORDER BY t.ts_post_id DESC LIMIT ?3),
+pulled AS (
+    SELECT p.ts_post_id AS k, p.post_id, p.author_id, p.body, p.ts
+    FROM following f JOIN users c ON c.user_id = f.followee_id
+    JOIN posts p ON p.author_id = f.followee_id
+    WHERE f.user_id = ?1 AND c.celebrity AND p.ts_post_id IN (
+        SELECT q.ts_post_id FROM posts q WHERE q.author_id = f.followee_id AND q.ts_post_id < ?2
+        ORDER BY q.ts_post_id DESC LIMIT ?3)),
+page AS (SELECT * FROM pushed UNION SELECT * FROM pulled ORDER BY k DESC LIMIT ?3)
+SELECT page.post_id, page.author_id, coalesce(u.handle, ''), page.body, page.ts
+FROM page LEFT JOIN users u ON u.user_id = page.author_id ORDER BY page.k DESC
+"""
 # The read connection's page cache: the hot pages of the API's reads stay in process memory
 # rather than being copied from the OS's cache on every read.
 READ_CACHE_KIB = 64 * 1024
@@ -398,6 +419,11 @@ class SQLiteStore:
             return []
         rows = await self._read(AUTHORS_FEED, json.dumps(list(author_ids)), _before(before), limit)
         return [FeedPost(*r) for r in rows]
+
+    async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        if limit <= 0:
+            return []
+        return [FeedPost(*r) for r in await self._read(HYBRID_FEED, user_id, _before(before), limit)]
 
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:

@@ -90,6 +90,11 @@ class Store(Protocol):
         """`posts_of_authors` with handles."""
         ...
 
+    async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        """The hybrid page: `timeline_feed` merged with `authors_feed` of the user's
+        `celebrity_followees`, deduplicated by post id, the newest `limit`, newest first."""
+        ...
+
     # --- dead letters ------------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None: ...
 

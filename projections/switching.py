@@ -113,6 +113,9 @@ class SwitchingStore:
     ) -> list[FeedPost]:
         return await (await self.current()).authors_feed(author_ids, limit, before)
 
+    async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
+        return await (await self.current()).hybrid_feed(user_id, limit, before)
+
     async def put_dead_letter(self, letter: DeadLetter) -> None:
         await (await self.current()).put_dead_letter(letter)
 

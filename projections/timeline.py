@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-from operator import attrgetter
 from typing import Literal
 
 import msgspec
 
+from projections.feed import newest
 from projections.records import FeedPost, SortKey
 from projections.store import Store
 
@@ -62,11 +62,10 @@ def decode_cursor(cursor: str | None) -> SortKey | None:
 
 
 class TimelineReader:
-    """A page is one round of store calls: each source answers its newest `limit` live items
-    older than the cursor, already hydrated (`Store.timeline_feed`, `Store.authors_feed`), and
-    the page is the newest `limit` of their union. That is exact: an item of the true page has
-    fewer than `limit` newer items in the union, so fewer in its own source, so its source
-    returned it. No source drops an item after answering, so no second round is ever needed.
+    """A page is one round of store calls, each answering its newest `limit` live items older
+    than the cursor, already hydrated: `Store.timeline_feed` (push), `Store.hybrid_feed`
+    (hybrid: pushed and celebrities' posts in one call), `Store.authors_feed` (pull, and an
+    author's own posts). The page is their newest `limit` (`projections.feed.newest`, exact).
     """
 
     def __init__(self, store: Store, strategy: Strategy) -> None:
@@ -78,17 +77,13 @@ class TimelineReader:
     async def page(self, user_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
         before = decode_cursor(cursor)
         _check_limit(limit)
-        store = self._store
-        found: list[FeedPost] = []
-        if self._strategy in ("push", "hybrid"):
-            found += await store.timeline_feed(user_id, limit, before)
-        if self._strategy == "hybrid":
-            celebrities = await store.celebrity_followees(user_id)
-            if celebrities:
-                found += await store.authors_feed(celebrities, limit, before)
-        if self._strategy == "pull":
-            followees = await store.following_ids(user_id)
-            found += await store.authors_feed([*followees, user_id], limit, before)
+        if self._strategy == "push":
+            found = await self._store.timeline_feed(user_id, limit, before)
+        elif self._strategy == "hybrid":
+            found = await self._store.hybrid_feed(user_id, limit, before)
+        else:
+            followees = await self._store.following_ids(user_id)
+            found = await self._store.authors_feed([*followees, user_id], limit, before)
         return _page(found, limit)
 
     async def posts_page(self, author_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
@@ -97,14 +92,10 @@ class TimelineReader:
         return _page(await self._store.authors_feed([author_id], limit, before), limit)
 
 
-_KEY = attrgetter("created_at", "post_id")  # FeedPost.key without the property call
-
-
 def _page(found: list[FeedPost], limit: int) -> TimelinePage:
-    """The newest `limit` of `found`, deduplicated by post id (a celebrity's post may be both
-    pushed, from before they crossed the line, and pulled)."""
-    unique = {p.post_id: p for p in found}.values()
-    shown = sorted(unique, key=_KEY, reverse=True)[:limit]
+    # The adapters already answer newest first; `newest` also dedupes (a celebrity's post may
+    # be both pushed, from before they crossed the line, and pulled) whatever the adapter.
+    shown = newest(found, limit)
     next_cursor = encode_cursor(shown[-1].key) if len(shown) == limit else None
     return TimelinePage(items=shown, next_cursor=next_cursor)
 

@@ -324,6 +324,39 @@ class StoreContract:
             assert len(expected) == min(limit, sum(1 for p in posts if p.author_id in authors
                                                    and (before is None or p.key < before)))
 
+    async def test_hybrid_feed_merges_pushed_and_celebrity_posts(self, store: Store) -> None:
+        star = User("star", "star", "Star", followers=9, celebrity=True)
+        old_star = post("s0", "star", 5)  # pushed before star crossed the line, and pulled now
+        star_posts = [old_star, *(post(f"s{i}", "star", 10 * i + 1) for i in range(1, 6))]
+        pushed = [post(f"a{i}", "alice", 10 * i) for i in range(6)]
+        gone = post("gone", "alice", 100)  # its entry stays behind after the delete
+        unpushed = post("b0", "bob", 33)  # bob is a celebrity r does not follow
+        await store.apply(
+            [PutUser(ALICE), PutUser(BOB), PutUser(star), PutFollow("r", "star"), PutFollow("r", "alice"),
+             *(PutPost(p) for p in [*star_posts, *pushed, gone, unpushed]),
+             PutTimelineEntries(tuple(entry("r", p) for p in [old_star, *pushed, gone]))],
+            "s", "1",
+        )
+        await store.apply([DeletePost("alice", "gone", 100)], "s", "2")
+        everything = sorted([*star_posts, *pushed], key=lambda p: p.key, reverse=True)
+        handles = {"alice": "alice", "star": "star"}
+
+        def fed(posts: list[Post]) -> list[FeedPost]:
+            return [FeedPost(p.post_id, p.author_id, handles[p.author_id], p.body, p.ts) for p in posts]
+
+        assert await store.hybrid_feed("r", 100, None) == fed(everything)
+        assert await store.hybrid_feed("r", 4, None) == fed(everything[:4])
+        assert await store.hybrid_feed("r", 3, everything[4].key) == fed(everything[5:8])
+        assert await store.hybrid_feed("r", 0, None) == []
+        assert await store.hybrid_feed("nobody", 10, None) == []
+        # Walking with the last key as the cursor visits every post once.
+        seen: list[FeedPost] = []
+        page = await store.hybrid_feed("r", 2, None)
+        while page:
+            seen += page
+            page = await store.hybrid_feed("r", 2, page[-1].key)
+        assert seen == fed(everything)
+
     # --- dead letters ----------------------------------------------------------------------
     async def test_dead_letters_put_list_delete(self, store: Store) -> None:
         letters = [
