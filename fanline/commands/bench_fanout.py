@@ -10,6 +10,9 @@
   its clock starts: the least any writer must do. (Unsorted, the same rows go several times
   slower: the Runner's grouping is most of why it keeps up.)
   The two sides run in alternating slices on separate files in the same directory.
+- where the time goes, per delivery: `store_apply_us` inside SQLiteStore.apply (rows built,
+  executemany, commit) and `runner_us` in the rest of Runner.handle (state load, fold, coalesce,
+  metrics), against `bare_us` per row of the bare side: the ratio's gap is their sum minus bare.
 - dynamodb_ratio: engineer D's `measure_dynamodb_ratio` on a dynalite started here (stopped
   by pid afterwards).
 
@@ -37,6 +40,7 @@ from fanline.benchmarks.dynamodb_write import measure_dynamodb_ratio
 from processors.metrics import Metrics
 from processors.runner import Runner
 from processors.settings import FoldSettings
+from projections.records import Mutation
 from projections.sqlite_store import SQLiteStore, table_ddl
 from projections.tables import TABLES, TIMELINES, sort_key
 from streams.delivery import Batch, Delivered, Undecodable
@@ -123,10 +127,22 @@ async def measure_fanout(directory: Path, batches_per_side: int) -> dict[str, fl
     registry = CollectorRegistry()
     runner = Runner(store, FoldSettings("push"), Metrics(registry))
     feed = _Feed()
+    applying = [0.0]  # seconds inside store.apply, from the first slice on
+    apply = store.apply
+
+    async def timed_apply(mutations: Sequence[Mutation], shard_id: str, sequence: str) -> None:
+        began = time.perf_counter()
+        try:
+            await apply(mutations, shard_id, sequence)
+        finally:
+            applying[0] += time.perf_counter() - began
+
+    store.apply = timed_apply  # type: ignore[method-assign]
     try:
         world = _world()
         for i in range(0, len(world), 5000):
             await runner.handle(feed.batch(world[i:i + 5000]))
+        applying[0] = 0.0
         followers = {f"a{a:02d}": sorted(await store.follower_ids(f"a{a:02d}")) for a in range(AUTHORS)}
         timings = {"store": 0.0, "bare": 0.0}
         counts = {"store": 0, "bare": 0}
@@ -180,6 +196,9 @@ async def measure_fanout(directory: Path, batches_per_side: int) -> dict[str, fl
         "bare_executemany_rows_per_s": round(bare_dps, 1),
         "deliveries_ratio": round(store_dps / bare_dps, 3),
         "deliveries": counts["store"],
+        "store_apply_us": round(applying[0] / counts["store"] * 1e6, 2),
+        "runner_us": round((timings["store"] - applying[0]) / counts["store"] * 1e6, 2),
+        "bare_us": round(timings["bare"] / counts["bare"] * 1e6, 2),
     }
 
 
@@ -206,6 +225,11 @@ def bench_fanout(batches: int) -> None:
             f"push fan-out through Runner + SQLiteStore: {figures['deliveries_per_s']:,.0f} deliveries/s; "
             f"bare executemany: {figures['bare_executemany_rows_per_s']:,.0f} rows/s; "
             f"ratio {figures['deliveries_ratio']}"
+        )
+        click.echo(
+            f"per delivery: {figures['runner_us']} us in the Runner (state, fold, coalesce, metrics) + "
+            f"{figures['store_apply_us']} us in SQLiteStore.apply (rows, executemany, commit); "
+            f"bare: {figures['bare_us']} us per row"
         )
         dynamodb = asyncio.run(_dynamodb_ratio(directory))
         click.echo("DynamoDBStore on dynalite: " + ", ".join(f"{k}={v}" for k, v in dynamodb.items()))
