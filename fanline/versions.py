@@ -71,10 +71,11 @@ async def active_version(settings: Settings) -> str:
         await pointer.close()
 
 
-async def open_store_version(settings: Settings, version: str) -> Store:
+async def open_store_version(settings: Settings, version: str, *, cache_mib: int = 0) -> Store:
+    """`cache_mib`: SQLite's page cache for this store (a replay's big writes want a big one)."""
     if settings.backend == "sqlite":
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        return SQLiteStore(store_path(settings, version))
+        return SQLiteStore(store_path(settings, version), cache_mib=cache_mib)
     store = await DynamoDBStore.connect(endpoint_url=settings.endpoint_url, region=settings.region,
                                         table_prefix=table_prefix(settings, version))
     if _creates(settings) or version:

@@ -241,8 +241,11 @@ def _before(before: SortKey | None) -> str:
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path, *, attempts: int = 8) -> None:
+    def __init__(self, path: str | Path, *, attempts: int = 8, cache_mib: int = 0) -> None:
+        """`cache_mib`: the writer's page cache (SQLite's default is 2 MiB); a replay gives it
+        hundreds, as its fan-out writes land all over a timelines table of millions of rows."""
         self._path = str(path)
+        self._cache_mib = cache_mib
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._retrying = Retrying(
             retry=retry_if_exception(_is_busy),
@@ -268,6 +271,8 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed batch survives a power cut, so the checkpoint never runs ahead.
             conn.execute("PRAGMA synchronous = FULL")
+            if self._cache_mib > 0:
+                conn.execute(f"PRAGMA cache_size = -{int(self._cache_mib) * 1024}")
             with _transaction(conn):
                 for spec in TABLES:
                     for ddl in table_ddl(spec):
