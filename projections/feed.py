@@ -8,6 +8,7 @@ those (a test's refusing store) is seen here too.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Iterable, Sequence
 from operator import attrgetter
 from typing import Protocol
@@ -63,8 +64,10 @@ async def authors_feed(
 async def hybrid_feed(
     store: BasicReads, user_id: str, limit: int, before: SortKey | None
 ) -> list[FeedPost]:
-    found = await timeline_feed(store, user_id, limit, before)
-    celebrities = await celebrity_followees(store, user_id)
+    # Both at once: on DynamoDB each is a few round trips of its own.
+    found, celebrities = await asyncio.gather(
+        timeline_feed(store, user_id, limit, before), celebrity_followees(store, user_id)
+    )
     if celebrities:
         found += await authors_feed(store, celebrities, limit, before)
     return newest(found, limit)
