@@ -228,10 +228,6 @@ page AS (SELECT * FROM pushed UNION SELECT * FROM pulled ORDER BY k DESC LIMIT ?
 SELECT page.post_id, page.author_id, coalesce(u.handle, ''), page.body, page.ts
 FROM page LEFT JOIN users u ON u.user_id = page.author_id ORDER BY page.k DESC
 """
-# The read connection's page cache: the hot pages of the API's reads stay in process memory
-# rather than being copied from the OS's cache on every read.
-READ_CACHE_KIB = 64 * 1024
-
 # Greater than every sort key: "before nothing" is "before this".
 _NO_BOUND = "\U0010ffff"
 
@@ -473,7 +469,6 @@ def _open_reader(path: str) -> sqlite3.Connection:
     reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=0)
     try:
         reader.execute("PRAGMA query_only = ON")
-        reader.execute(f"PRAGMA cache_size = -{READ_CACHE_KIB}")
     except BaseException:
         reader.close()
         raise
