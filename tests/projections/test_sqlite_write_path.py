@@ -68,7 +68,7 @@ def _one_by_one(path: Path, batches: list[list[Mutation]]) -> None:
     conn.close()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(batches=st.lists(st.lists(_mutation, max_size=12), min_size=1, max_size=3))
 async def test_grouped_apply_equals_one_statement_at_a_time(batches: list[list[Mutation]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
