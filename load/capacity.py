@@ -26,6 +26,7 @@ class Assumptions:
     mean_following: float = 150.0  # the tier mix of DESIGN.md: 0.85*125 + 0.14*300 + 0.01*125
     celebrity_edge_share: float = 0.6  # share of follow edges that point at a celebrity (measured)
     celebrities_followed: float = 50.0  # celebrities a reader follows (measured)
+    measured_at_scale: str = "none: defaults"  # the world the two above come from
     page: int = 50
     event_bytes: int = 300
     timeline_item_bytes: int = 100

@@ -18,6 +18,7 @@ answers: a read is a success when it is a 200 with a well-formed, non-empty page
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import platform
 import random
@@ -298,16 +299,8 @@ async def _background(
                 tally["ok" if ok else f"status {answer.status_code}"] += 1
             except httpx.HTTPError as exc:
                 tally[type(exc).__name__] += 1
-            with _suppress_timeout():
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1 / rps)
-
-
-class _suppress_timeout:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
-        return kind is TimeoutError
 
 
 def probe_authors(world: TieredWorld, count: int) -> list[int]:

@@ -47,24 +47,28 @@ def _summary(result: dict[str, Any]) -> str:
     )
 
 
-def measured_assumptions(out: Path, scale: str) -> Assumptions:
-    """The graph-dependent assumptions from this scale's storage results, when they exist."""
+def measured_assumptions(out: Path) -> Assumptions:
+    """The graph-dependent assumptions from the largest scale with storage results for both
+    push and hybrid (the defaults when there is none)."""
 
-    def amplification(strategy: str) -> float | None:
+    def amplification(scale: str, strategy: str) -> float | None:
         path = out / scale / f"storage-{strategy}.json"
         if not path.exists():
             return None
         value = json.loads(path.read_text())["figures"]["write_amplification"]
         return float(value) if value is not None else None
 
-    push, hybrid = amplification("push"), amplification("hybrid")
-    if push and hybrid is not None and push > 1:
-        # push - 1 is the mean followers per post, hybrid - 1 the non-celebrity ones among them.
-        share = round(1 - (hybrid - 1) / (push - 1), 3)
-        base = Assumptions()
-        return Assumptions(
-            celebrity_edge_share=share, celebrities_followed=round(share * base.mean_following, 1)
-        )
+    for scale in reversed(SCALES):
+        push, hybrid = amplification(scale, "push"), amplification(scale, "hybrid")
+        if push and hybrid is not None and push > 1:
+            # push - 1 is the mean followers per post, hybrid - 1 the non-celebrity ones among them.
+            share = round(1 - (hybrid - 1) / (push - 1), 3)
+            base = Assumptions()
+            return Assumptions(
+                celebrity_edge_share=share,
+                measured_at_scale=scale,
+                celebrities_followed=round(share * base.mean_following, 1),
+            )
     return Assumptions()
 
 
@@ -111,7 +115,7 @@ def run(name: str, scale: str, strategy: str, options: Options, out: Path) -> li
             click.echo(f"  {_summary(result)}")
             results.append(result)
     if "throughput" in names:
-        table = capacity_table(measured_assumptions(out, scale))
+        table = capacity_table(measured_assumptions(out))
         (out / "capacity.json").write_text(json.dumps(table, indent=1))
         for row in table["rows"]:
             click.echo(
