@@ -14,9 +14,9 @@ route). The last line printed is one JSON object.
 With --suggestions, then who-to-follow (issue 10): suggestions from the embedded graph
 projection against the Store's follow lists (the route's answer without a graph) for
 SUGGESTION_READERS of the readers, in this process (fanline.benchmarks.suggestions):
-`suggestions_*` figures, and every answer of the graph compared with the Store's (`suggestions_mismatches`). It is opt-in because the first run
-builds the embedded graph from the log (minutes on the 5K world), which would break this bench's
-60-second budget.
+`suggestions_*` figures, and every answer of the graph compared with the Store's
+(`suggestions_mismatches`). It is opt-in because the first run builds the embedded graph from
+the log (minutes on the 5K world), past this bench's 60-second budget.
 """
 
 from __future__ import annotations
