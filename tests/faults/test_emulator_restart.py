@@ -42,7 +42,7 @@ async def test_emulators_restarted_mid_run_resume_from_the_checkpoints(tmp_path:
     log = await KinesisLog.connect("restart", endpoint_url=kinesis_url, max_attempts=3, backoff_max_s=0.2)
     store = await DynamoDBStore.connect(endpoint_url=dynamo_url, table_prefix=prefix)
     leases = await DynamoDBLeaseStore.connect(prefix + "leases", endpoint_url=dynamo_url)
-    world = World(seed=13, namespaces=6, ops_each=40, prefix="rst")
+    world = World(seed=13, namespaces=8, ops_each=40, prefix="rst")
     records = world.records()
     handled = {"items": 0}
     try:

@@ -47,7 +47,7 @@ async def test_split_and_merge_while_events_flow_keep_per_key_order_and_lose_not
     running = asyncio.create_task(consumer.run())
     appended: list[Appended] = []
     try:
-        feeding = asyncio.create_task(feed(log, records, appended, 10, 0.1))
+        feeding = asyncio.create_task(feed(log, records, appended, 5, 0.1))
         await asyncio.sleep(1.0)
         first = (await log.shards())[0]
         start, end = first.starting_hash_key, first.ending_hash_key
