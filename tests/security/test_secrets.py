@@ -1,6 +1,7 @@
 """Secrets: the signing secret comes from FANLINE_SECRET or is generated once into the data
 directory with mode 0600; `fanline up` generates it on first run, keeps it, and never shows it (not
-in its output, nor in any answer of the API)."""
+in its output, nor in any answer of the API). The same run checks that FANLINE_RATE_LIMIT_PER_S
+reaches `fanline up`'s API."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import jwt
 
+from api.auth import Tokens
 from fanline.emulators import free_port
 from fanline.settings import Settings
 
@@ -35,6 +37,7 @@ def test_a_generated_secret_is_0600_kept_and_an_explicit_one_wins(tmp_path: Path
 def test_fanline_up_generates_the_secret_on_first_run_and_never_shows_it(tmp_path: Path) -> None:
     data, port = tmp_path / "data", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
+    env["FANLINE_RATE_LIMIT_PER_S"] = "5"  # also checked here: the setting reaches fanline up's API
     output = tmp_path / "up.log"
     with output.open("wb") as sink:
         up = subprocess.Popen(
@@ -57,6 +60,10 @@ def test_fanline_up_generates_the_secret_on_first_run_and_never_shows_it(tmp_pat
         answers = [httpx.get(f"{base}{path}", timeout=10).text
                    for path in ("/metrics", "/v1/pipeline", "/openapi.json", "/healthz", "/readyz")]
         assert not any(secret in a for a in answers)
+        producer = {"Authorization": f"Bearer {Tokens(secret).issue('loader', 'producer')}"}
+        statuses = [httpx.get(f"{base}/v1/users/x/timeline", headers=producer, timeout=10).status_code
+                    for _ in range(40)]
+        assert statuses[:10] == [200] * 10 and 429 in statuses  # bursts of 10, then refused
     finally:
         os.kill(up.pid, signal.SIGTERM)
         assert up.wait(timeout=30) == 0
