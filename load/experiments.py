@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -469,16 +469,36 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
-def _wait_ready(url: str, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"no ready API at {url} within {timeout_s} s")
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _started(
+    data_dir: Path,
+    env: dict[str, str],
+    args: list[str],
+    up: Callable[[], bool],
+    min_alive_s: float = 0.0,
+    attempts: int = 5,
+    timeout_s: float = 60,
+) -> subprocess.Popen[bytes]:
+    """Start a second `fanline api|process` and wait until `up()`; start it again when it exits
+    first: opening an SQLite store while the first processor holds a long write transaction can
+    fail with "database is locked" (SQLiteStore's open waits only briefly)."""
+    out = data_dir / f"{args[0]}-2.out"
+    for attempt in range(1, attempts + 1):
+        process = _extra(data_dir, env, args, out)
+        began = time.monotonic()
+        while process.poll() is None and time.monotonic() < began + timeout_s:
+            if up() and time.monotonic() - began >= min_alive_s:
+                return process
+            time.sleep(0.2)
+        _stop(process)
+        time.sleep(attempt)
+    raise RuntimeError(f"fanline {args[0]} did not start in {attempts} attempts; see {out}")
 
 
 def throughput(
@@ -499,17 +519,11 @@ def throughput(
                     "FANLINE_CELEBRITY_THRESHOLD": str(marker["celebrity_threshold"]),
                 }
                 port = str(free_port())
-                extras.append(
-                    _extra(
-                        server.data_dir,
-                        env,
-                        ["api", "--no-world", "--port", port],
-                        server.data_dir / "api-2.out",
-                    )
-                )
-                extras.append(_extra(server.data_dir, env, ["process"], server.data_dir / "process-2.out"))
                 urls.append(f"http://127.0.0.1:{port}")
-                _wait_ready(urls[1])
+                api_args = ["api", "--no-world", "--port", port]
+                extras.append(_started(server.data_dir, env, api_args, lambda: _ready(urls[1])))
+                # A processor is up once it has lived a few seconds (it has no endpoint here).
+                extras.append(_started(server.data_dir, env, ["process"], lambda: True, min_alive_s=3.0))
             posts = asyncio.run(
                 _drive(urls, tokens, marker["users"], options.throughput_s, options.concurrency, "posts")
             )
@@ -530,45 +544,44 @@ def throughput(
 
 def run_strategy(
     names: Sequence[str], scale: str, strategy: str, options: Options, say: Callable[[str], None] = print
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """The experiments `names` for one strategy at one scale, in that order, against one server
-    (started once: a start costs seconds on a busy machine). Each result has its figures, the
-    world and the machine (before and after)."""
+    (started once: a start costs seconds on a busy machine). Each result is yielded as soon as it
+    is measured (a later failure keeps it) with its figures, the world and the machine."""
     for name in names:
         if name not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
     marker = ensure_world(options, scale, strategy)
     world = TieredWorld(users_of(scale), seed=SEED)
     tokens = tokens_for(options, scale, strategy)
-    results = []
 
-    def record(name: str, began: float, figures: Any) -> None:
-        results.append(
-            {
-                "experiment": name,
-                "scale": scale,
-                "strategy": strategy,
-                "world": dict(marker),
-                "machine": before,
-                "machine_after": machine(),
-                "figures": figures,
-                "seconds": round(time.monotonic() - began, 1),
-            }
-        )
-        say(f"{name} {scale} {strategy}: {results[-1]['seconds']} s")
+    def result(name: str, before: dict[str, Any], began: float, figures: Any) -> dict[str, Any]:
+        seconds = round(time.monotonic() - began, 1)
+        say(f"{name} {scale} {strategy}: {seconds} s")
+        return {
+            "experiment": name,
+            "scale": scale,
+            "strategy": strategy,
+            "world": dict(marker),
+            "machine": before,
+            "machine_after": machine(),
+            "figures": figures,
+            "seconds": seconds,
+        }
 
     if "storage" in names:
         before, began = machine(), time.monotonic()
-        record("storage", began, storage(options, scale, strategy, marker))
+        yield result("storage", before, began, storage(options, scale, strategy, marker))
     http = [n for n in names if n != "storage"]
     if http:
         with serve(options, scale, strategy, marker) as server:
             for name in http:
                 before, began = machine(), time.monotonic()
+                figures: Any
                 if name == "retrieval":
-                    record(name, began, asyncio.run(retrieval(server.url, tokens, world, options)))
+                    figures = asyncio.run(retrieval(server.url, tokens, world, options))
                 elif name == "consistency":
-                    record(name, began, asyncio.run(consistency(server.url, tokens, world, options)))
+                    figures = asyncio.run(consistency(server.url, tokens, world, options))
                 else:
-                    record(name, began, throughput(server, tokens, options, strategy, marker))
-    return results
+                    figures = throughput(server, tokens, options, strategy, marker)
+                yield result(name, before, began, figures)
