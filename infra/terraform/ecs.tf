@@ -69,6 +69,12 @@ locals {
     FANLINE_CELEBRITY_THRESHOLD = tostring(var.celebrity_threshold)
     FANLINE_TIMELINE_CAP        = tostring(var.timeline_cap)
     FANLINE_DATA_DIR            = "/data"
+    FANLINE_RATE_LIMIT_PER_S    = tostring(var.rate_limit_per_s)
+    # The processors' archiver writes what `fanline replay` reads (streams/s3_archive.py, under
+    # archive/); Firehose's copy beside it (events/) is the raw one, whatever the processor runtime.
+    FANLINE_ARCHIVE_BUCKET = aws_s3_bucket.archive.id
+    # The graph projection stays off on AWS: no Neptune here, and no graph-leases table.
+    FANLINE_GRAPH = "off"
   }
   task_environment = [for name, value in local.fanline_environment : { name = name, value = value }]
   task_secrets     = [{ name = "FANLINE_SECRET", valueFrom = aws_secretsmanager_secret.signing.arn }]

@@ -33,7 +33,25 @@ locals {
     "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
     "kinesis:GetShardIterator", "kinesis:ListShards", "kinesis:ListStreams",
   ]
-  tables_and_indexes = concat(local.table_arns, local.table_index_arns)
+  # `fanline replay` (the operator's policy below): reads of the live tables, and the versions'
+  # tables made, waited for and dropped (fanline/versions.py).
+  dynamodb_replay_read   = ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan", "dynamodb:DescribeTable"]
+  dynamodb_replay_tables = ["dynamodb:CreateTable", "dynamodb:DeleteTable"]
+  tables_and_indexes     = concat(local.table_arns, local.table_index_arns)
+  # The tables of the versions `fanline replay` builds (<prefix>r1-<table>, ...; tables.tf.json),
+  # by name pattern: they do not exist when Terraform runs. fanline/versions.py's
+  # open_store_version and open_leases_version create a version's tables whenever they open one
+  # that is not the first, on AWS too (CreateTable of an existing table is ResourceInUse, which
+  # they accept, but only with the right to ask), so each task may create those tables, no others.
+  version_tables_and_indexes = concat(local.version_table_arns, local.version_table_index_arns)
+  dynamodb_version_create    = ["dynamodb:CreateTable"]
+  # The version pointer (projections/dynamodb_versions.py): the tasks read it, `fanline replay` writes it.
+  dynamodb_pointer_read = ["dynamodb:GetItem"]
+  # streams/s3_archive.py, the processors' archiver (FANLINE_ARCHIVE_BUCKET, under archive/ in the
+  # bucket Firehose writes under events/): the objects and the listing of its own prefix.
+  archive_prefix     = "archive/"
+  s3_archive_objects = ["s3:GetObject", "s3:PutObject"]
+  s3_archive_list    = ["s3:ListBucket"]
 }
 
 data "aws_iam_policy_document" "ecs_assume" {
@@ -112,6 +130,16 @@ data "aws_iam_policy_document" "api" {
     resources = local.tables_and_indexes
   }
   statement {
+    sid       = "VersionTables"
+    actions   = concat(local.dynamodb_api, local.dynamodb_version_create)
+    resources = local.version_tables_and_indexes
+  }
+  statement {
+    sid       = "Pointer"
+    actions   = local.dynamodb_pointer_read
+    resources = [local.pointer_table_arn]
+  }
+  statement {
     sid       = "Key"
     actions   = local.kms_data
     resources = [aws_kms_key.main.arn]
@@ -141,6 +169,31 @@ data "aws_iam_policy_document" "processor" {
     sid       = "Tables"
     actions   = local.dynamodb_processor
     resources = local.tables_and_indexes
+  }
+  statement {
+    sid       = "VersionTables"
+    actions   = concat(local.dynamodb_processor, local.dynamodb_version_create)
+    resources = local.version_tables_and_indexes
+  }
+  statement {
+    sid       = "Pointer"
+    actions   = local.dynamodb_pointer_read
+    resources = [local.pointer_table_arn]
+  }
+  statement {
+    sid       = "Archive"
+    actions   = local.s3_archive_objects
+    resources = ["${aws_s3_bucket.archive.arn}/${local.archive_prefix}*"]
+  }
+  statement {
+    sid       = "ArchiveList"
+    actions   = local.s3_archive_list
+    resources = [aws_s3_bucket.archive.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.archive_prefix}*"]
+    }
   }
   statement {
     sid       = "Key"
@@ -185,6 +238,16 @@ data "aws_iam_policy_document" "lambda" {
     resources = local.tables_and_indexes
   }
   statement {
+    sid       = "VersionTables"
+    actions   = concat(local.dynamodb_lambda, local.dynamodb_version_create)
+    resources = local.version_tables_and_indexes
+  }
+  statement {
+    sid       = "Pointer"
+    actions   = local.dynamodb_pointer_read
+    resources = [local.pointer_table_arn]
+  }
+  statement {
     sid       = "Key"
     actions   = local.kms_data
     resources = [aws_kms_key.main.arn]
@@ -216,6 +279,61 @@ resource "aws_iam_role_policy" "lambda" {
   name   = "stream-tables-queue"
   role   = aws_iam_role.lambda[0].id
   policy = data.aws_iam_policy_document.lambda.json
+}
+
+# --- `fanline replay`: a policy for the operator who runs it (attached to nothing here) ----------
+# The replay runs from an operator's machine or a one-off task, with the operator's credentials:
+# attach this policy (output replay_policy_arn) to the operator's role. It builds a version's
+# tables (create, fill, seed its leases), reads the live ones (--verify), moves the pointer,
+# drops old versions (--drop-old), and reads the stream and the archiver's objects.
+
+data "aws_iam_policy_document" "replay" {
+  statement {
+    sid       = "Stream"
+    actions   = local.kinesis_read
+    resources = [aws_kinesis_stream.events.arn]
+  }
+  statement {
+    sid       = "LiveTables"
+    actions   = local.dynamodb_replay_read
+    resources = local.tables_and_indexes
+  }
+  statement {
+    sid       = "VersionTables"
+    actions   = concat(local.dynamodb_processor, local.dynamodb_replay_read, local.dynamodb_replay_tables)
+    resources = local.version_tables_and_indexes
+  }
+  statement {
+    sid       = "Pointer"
+    actions   = ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DescribeTable"]
+    resources = [local.pointer_table_arn]
+  }
+  statement {
+    sid       = "Archive"
+    actions   = ["s3:GetObject"]
+    resources = ["${aws_s3_bucket.archive.arn}/${local.archive_prefix}*"]
+  }
+  statement {
+    sid       = "ArchiveList"
+    actions   = local.s3_archive_list
+    resources = [aws_s3_bucket.archive.arn]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.archive_prefix}*"]
+    }
+  }
+  statement {
+    sid       = "Key"
+    actions   = local.kms_data
+    resources = [aws_kms_key.main.arn]
+  }
+}
+
+resource "aws_iam_policy" "replay" {
+  name        = "${var.name}-replay"
+  description = "What fanline replay needs: attach to the operator who runs it."
+  policy      = data.aws_iam_policy_document.replay.json
 }
 
 # --- Firehose: read the stream, write the archive -----------------------------------------------

@@ -23,3 +23,8 @@ output "archive_bucket" {
 output "lambda_failures_queue_url" {
   value = aws_sqs_queue.lambda_failures.url
 }
+
+output "replay_policy_arn" {
+  description = "Attach to the operator who runs `fanline replay` (iam.tf)."
+  value       = aws_iam_policy.replay.arn
+}

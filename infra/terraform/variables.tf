@@ -32,6 +32,17 @@ variable "shard_count" {
   default     = 4
 }
 
+variable "rate_limit_per_s" {
+  description = "Requests per second per bearer token on /v1, bursts of twice that; 0 for no limit (FANLINE_RATE_LIMIT_PER_S)."
+  type        = number
+  default     = 100
+
+  validation {
+    condition     = var.rate_limit_per_s >= 0 && floor(var.rate_limit_per_s) == var.rate_limit_per_s
+    error_message = "rate_limit_per_s is a whole number, 0 or more."
+  }
+}
+
 variable "strategy" {
   description = "Fan-out strategy: push, pull or hybrid (FANLINE_STRATEGY)."
   type        = string

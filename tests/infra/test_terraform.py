@@ -15,6 +15,7 @@ import subprocess
 import sys
 import uuid
 from dataclasses import replace
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,12 @@ from aiobotocore.session import get_session
 from click.testing import CliRunner
 from hcl2 import SerializationOptions
 
-from fanline import emulators, wiring
+from fanline import emulators, versions, wiring
 from fanline.cli import main
 from fanline.commands.infra import ALL_TABLES, LEASES, TABLES_TF_JSON, render
+from fanline.processing import open_following_store
 from fanline.settings import Settings
+from projections import dynamodb_accounts, dynamodb_store, dynamodb_versions
 from projections.tables import (
     ACCOUNT_TABLES,
     DEAD_LETTERS,
@@ -36,6 +39,8 @@ from projections.tables import (
     GlobalIndex,
     create_table_request,
 )
+from streams import dynamodb_leases
+from streams.s3_archive import S3Archive
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM_DIR = ROOT / "infra" / "terraform"
@@ -143,7 +148,8 @@ def _as_create_request(resource: dict[str, Any], prefix: str) -> dict[str, Any]:
 
 def test_terraform_tables_equal_the_table_specs() -> None:
     tables = _terraform_tables()
-    specs = {spec.name: spec for spec in (*TABLES, *ACCOUNT_TABLES, LEASES)}
+    specs = {spec.name: spec for spec in ALL_TABLES}
+    assert {spec.name for spec in (*TABLES, *ACCOUNT_TABLES)} <= set(specs)
     assert set(tables) == set(specs)
     for name, spec in specs.items():
         assert _as_create_request(tables[name], "fanline-") == create_table_request(spec, "fanline-"), name
@@ -177,22 +183,69 @@ def _shape(table: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def test_terraform_tables_equal_what_the_code_creates(dynalite: emulators.Emulator) -> None:
-    """The wiring's own emulator path creates every table it uses; Terraform must create the same."""
-    prefix = f"tf{uuid.uuid4().hex[:8]}-"
-    settings = Settings(backend="aws", endpoint_url=dynalite.endpoint_url, table_prefix=prefix)
-    store = await wiring.open_store(settings)
-    leases = await wiring.open_leases(settings)
-    accounts = await wiring.open_accounts(settings)
-    for adapter in (store, leases, accounts):
+def _version_patterns(prefix: str) -> list[str]:
+    """The name patterns of the replay's versioned tables the IAM policies grant (tables.tf.json)."""
+    arns: list[str] = json.loads(TABLES_TF_JSON.read_text())["locals"]["version_table_arns"]
+    return [prefix + arn.split("${local.table_prefix}", 1)[1] for arn in arns]
+
+
+async def _tables_the_services_open(endpoint_url: str, prefix: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> set[str]:
+    """Every TableName the DynamoDB adapters send while the wiring opens what `fanline api`,
+    `fanline process` and the Lambda open, then a replay's versions r1 and verify."""
+    used: set[str] = set()
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        if "TableName" in params:
+            used.add(params["TableName"])
+
+    def recording_session() -> Any:
+        session = get_session()
+        session.register("before-parameter-build.dynamodb", record)
+        return session
+
+    for module in (dynamodb_store, dynamodb_accounts, dynamodb_versions, dynamodb_leases):
+        monkeypatch.setattr(module, "get_session", recording_session)
+    settings = Settings(backend="aws", endpoint_url=endpoint_url, table_prefix=prefix)
+    assert settings.graph == "off"  # as in the tasks' environment (checked below)
+    opened = [
+        await open_following_store(settings),  # the API's store (and the pointer)
+        await wiring.open_accounts(settings),  # the API's accounts
+        await wiring.open_store(settings),  # the processors' and the Lambda's store
+        await wiring.open_leases(settings),  # the processors' leases
+        await versions.open_archive_leases(settings),  # the archiver's leases
+        # What the tasks open once `fanline replay` has moved the pointer, and --verify's scratch.
+        await versions.open_store_version(settings, "r1"),
+        await versions.open_leases_version(settings, "r1"),
+        await versions.open_store_version(settings, "verify"),
+        await versions.open_leases_version(settings, "verify"),
+        # The pointer's table, made by the replay on an emulator (the services only read it).
+        await versions.open_pointer(settings, create=True),
+    ]
+    for adapter in opened:
         await adapter.close()
-    async with get_session().create_client("dynamodb", region_name="us-east-1",
-                                           endpoint_url=dynalite.endpoint_url) as client:
-        created = [n for n in (await client.list_tables(Limit=100))["TableNames"] if n.startswith(prefix)]
-    tables = _terraform_tables()
-    assert sorted(created) == sorted(prefix + name for name in tables)
-    described = await _describe_all(dynalite.endpoint_url, created)
-    for name, resource in tables.items():
+    return used
+
+
+async def test_terraform_creates_every_table_the_services_open(
+    dynalite: emulators.Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fixed tables are Terraform's, exactly; a version's tables match the policies' patterns."""
+    prefix = f"tf{uuid.uuid4().hex[:8]}-"
+    used = await _tables_the_services_open(dynalite.endpoint_url, prefix, monkeypatch)
+    terraform = {prefix + name for name in _terraform_tables()}
+    patterns = _version_patterns(prefix)
+
+    def versioned(name: str) -> bool:
+        return any(fnmatchcase(name, pattern) for pattern in patterns)
+
+    assert not versioned(prefix + "graph-leases") and not versioned(prefix + "users")  # it can fail
+    assert {n for n in used if not versioned(n)} == terraform
+    assert {n for n in used if versioned(n)} == {prefix + v + "-" + spec.name for v in ("r1", "verify")
+                                                 for spec in (*TABLES, LEASES)}
+    # Terraform's tables have the shape the code gives them when it creates them on an emulator.
+    described = await _describe_all(dynalite.endpoint_url, sorted(terraform))
+    for name, resource in _terraform_tables().items():
         assert _shape(described[prefix + name]) == _shape(_as_create_request(resource, prefix)), name
 
 
@@ -231,6 +284,13 @@ def test_the_tasks_environment_is_valid_settings_equal_to_the_code_defaults() ->
     assert (settings.strategy, settings.celebrity_threshold, settings.timeline_cap, settings.shards) == (
         defaults.strategy, defaults.celebrity_threshold, defaults.timeline_cap, defaults.shards)
     assert settings.endpoint_url is None and settings.kinesis_endpoint_url is None  # AWS itself
+    assert settings.rate_limit_per_s == defaults.rate_limit_per_s
+    # No graph projection on AWS: nothing opens `<prefix>graph-leases`, which Terraform lacks.
+    assert settings.graph == "off" and "graph-leases" not in _terraform_tables()
+    # The processors' archiver writes to Terraform's bucket (what `fanline replay` reads).
+    assert environment["FANLINE_ARCHIVE_BUCKET"] == "${aws_s3_bucket.archive.id}"
+    lambda_env = _blocks("lambda.tf", "resource")["aws_lambda_function.processor"]["environment"][0]
+    assert "FANLINE_GRAPH" not in lambda_env["variables"]  # merged from fanline_environment only
     # Both task definitions and the Lambda function take that environment.
     ecs = (TERRAFORM_DIR / "ecs.tf").read_text()
     assert ecs.count("environment            = local.task_environment") == 2
@@ -241,7 +301,11 @@ def test_the_tasks_environment_is_valid_settings_equal_to_the_code_defaults() ->
 
 # On AWS the stream and tables come from Terraform: the wiring creates them only on an emulator
 # (test_the_wiring_creates_nothing_on_aws), so these calls never run with a task's role.
-CREATE_ONLY = {"kinesis:CreateStream", "dynamodb:CreateTable", "dynamodb:ListTables"}
+# The exception: a replay's version tables, which the tasks may create by name pattern (iam.tf's
+# dynamodb_version_create; test_version_tables_are_created_only_by_name_pattern).
+CREATE_ONLY = {"kinesis:CreateStream", "dynamodb:CreateTable", "dynamodb:ListTables", "s3:CreateBucket"}
+# Where an API operation's IAM action has another name.
+IAM_ACTION = {"s3:ListObjectsV2": "s3:ListBucket"}
 # What Lambda's Kinesis event source mapping calls with the function's role (AWS Lambda docs,
 # "Execution role permissions" for Kinesis; AWSLambdaKinesisExecutionRole).
 EVENT_SOURCE_MAPPING = {"kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
@@ -265,7 +329,7 @@ def adapter_actions(source: str) -> set[str]:
     ops |= {_camel(op) for op in re.findall(r'get_paginator\(\s*"(\w+)"', source)}
     if re.search(r'get_waiter\(\s*"table_(not_)?exists"', source):
         ops.add("DescribeTable")
-    return {f"{service}:{op}" for op in ops}
+    return {IAM_ACTION.get(f"{service}:{op}", f"{service}:{op}") for op in ops}
 
 
 def _adapters() -> dict[str, set[str]]:
@@ -273,7 +337,7 @@ def _adapters() -> dict[str, set[str]]:
     for package in ("streams", "projections", "processors", "api"):
         for path in sorted((ROOT / package).glob("*.py")):
             source = path.read_text()
-            if "aiobotocore" in source:
+            if "create_client(" in source:
                 found[f"{package}/{path.name}"] = adapter_actions(source)
     return found
 
@@ -293,10 +357,12 @@ def _role_actions() -> dict[str, set[str]]:
     def listed(name: str) -> set[str]:
         return set(iam[name])
 
+    pointer = listed("dynamodb_pointer_read")
     return {
-        "api": listed("kinesis_write") | listed("dynamodb_api"),
-        "processor": listed("kinesis_read") | listed("dynamodb_processor"),
-        "lambda": listed("dynamodb_lambda"),
+        "api": listed("kinesis_write") | listed("dynamodb_api") | pointer,
+        "processor": (listed("kinesis_read") | listed("dynamodb_processor") | pointer
+                      | listed("s3_archive_objects") | listed("s3_archive_list")),
+        "lambda": listed("dynamodb_lambda") | pointer,
     }
 
 
@@ -307,7 +373,8 @@ def test_the_wiring_creates_nothing_on_aws() -> None:
 def test_task_roles_cover_every_call_of_the_adapters() -> None:
     adapters = _adapters()
     assert {"streams/kinesis_log.py", "streams/dynamodb_leases.py", "projections/dynamodb_store.py",
-            "projections/dynamodb_accounts.py"} <= set(adapters)
+            "projections/dynamodb_accounts.py", "projections/dynamodb_versions.py",
+            "streams/s3_archive.py"} <= set(adapters)
     called = set().union(*adapters.values())
     roles = _role_actions()
     missing = called - CREATE_ONLY - roles["api"] - roles["processor"]
@@ -317,6 +384,9 @@ def test_task_roles_cover_every_call_of_the_adapters() -> None:
     assert adapters["projections/dynamodb_accounts.py"] - CREATE_ONLY <= roles["api"]
     assert {"kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"} <= roles["processor"]
     assert "kinesis:PutRecords" in roles["api"]
+    # The archiver runs in the processor task; every task reads the version pointer.
+    assert adapters["streams/s3_archive.py"] - CREATE_ONLY <= roles["processor"]
+    assert all("dynamodb:GetItem" in actions for actions in roles.values())
     # The Lambda path folds with the same store the processor service uses.
     store = adapters["projections/dynamodb_store.py"] - CREATE_ONLY
     assert store - {"dynamodb:DeleteItem"} <= roles["lambda"]
@@ -343,8 +413,10 @@ def test_no_wildcard_actions_and_data_actions_only_on_fanlines_resources() -> No
     assert len(statements) > 10
     for name, statement in statements:
         actions = statement["actions"]
-        if isinstance(actions, str):  # "${local.kinesis_write}"
-            actions = iam[re.fullmatch(r"\$\{local\.(\w+)\}", actions).group(1)]  # type: ignore[union-attr]
+        if isinstance(actions, str):  # "${local.kinesis_write}", "${concat(local.a, local.b)}"
+            names = re.findall(r"local\.(\w+)", actions)
+            assert names, (name, actions)
+            actions = [action for local_name in names for action in iam[local_name]]
         assert all("*" not in action for action in actions), (name, actions)
         resources = statement.get("resources", [])  # assume-role policies have none
         resources = [resources] if isinstance(resources, str) else resources
@@ -353,6 +425,38 @@ def test_no_wildcard_actions_and_data_actions_only_on_fanlines_resources() -> No
     # The key policy (kms.tf) is AWS's default one: the account administers its own key.
     key_policy = _blocks("kms.tf", "data")["aws_iam_policy_document.kms"]["statement"]
     assert [s["sid"] for s in key_policy] == ["AccountAdministers", "CloudWatchLogs", "CloudWatchAlarms"]
+
+
+def _statements_of(document: str) -> dict[str, dict[str, Any]]:
+    policy = _blocks("iam.tf", "data")[f"aws_iam_policy_document.{document}"]
+    return {statement["sid"]: statement for statement in policy["statement"]}
+
+
+def test_the_archiver_and_firehose_write_apart_in_one_bucket() -> None:
+    iam = _locals("iam.tf")
+    assert iam["archive_prefix"] == S3Archive(None, "bucket").prefix  # the archiver's default prefix
+    firehose = _blocks("stream.tf", "resource")["aws_kinesis_firehose_delivery_stream.archive"]
+    firehose_prefix = firehose["extended_s3_configuration"][0]["prefix"]
+    assert not firehose_prefix.startswith(iam["archive_prefix"])
+    archive = _statements_of("processor")["Archive"]
+    assert archive["resources"] == ["${aws_s3_bucket.archive.arn}/${local.archive_prefix}*"]
+
+
+def test_version_tables_are_created_only_by_name_pattern() -> None:
+    """CreateTable only on the replay's versioned tables; DeleteTable only in the replay's policy."""
+    for name, statement in _statements():
+        actions = json.dumps(statement.get("actions", ""))
+        if "dynamodb_version_create" in actions or "dynamodb_replay_tables" in actions:
+            assert statement["resources"] == "${local.version_tables_and_indexes}", (name, statement["sid"])
+    assert _locals("iam.tf")["dynamodb_version_create"] == ["dynamodb:CreateTable"]
+    for document in ("api", "processor", "lambda"):
+        assert "VersionTables" in _statements_of(document) and "Pointer" in _statements_of(document)
+    replay = _statements_of("replay")
+    assert "local.dynamodb_replay_tables" in replay["VersionTables"]["actions"]
+    assert "dynamodb:PutItem" in replay["Pointer"]["actions"]
+    # The patterns name the versions check_version allows and no fixed table.
+    for pattern in _version_patterns("fanline-"):
+        assert not any(fnmatchcase(f"fanline-{spec.name}", pattern) for spec in ALL_TABLES), pattern
 
 
 # --- the processors' deployment ----------------------------------------------------------------------
