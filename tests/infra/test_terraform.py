@@ -459,6 +459,33 @@ def test_version_tables_are_created_only_by_name_pattern() -> None:
         assert not any(fnmatchcase(f"fanline-{spec.name}", pattern) for spec in ALL_TABLES), pattern
 
 
+def _document_actions(document: str) -> dict[str, set[str]]:
+    """Per statement sid, the actions of one policy document with its locals expanded."""
+    iam = _locals("iam.tf")
+    found: dict[str, set[str]] = {}
+    for sid, statement in _statements_of(document).items():
+        actions = statement["actions"]
+        if isinstance(actions, str):
+            actions = [a for name in re.findall(r"local\.(\w+)", actions) for a in iam[name]]
+        found[sid] = set(actions)
+    return found
+
+
+def test_the_replay_policy_covers_what_fanline_replay_calls() -> None:
+    """The operator's policy: the stream's reads, a version's tables built, filled, seeded and
+    dropped (the store's and the leases' calls), the pointer moved, the archive read."""
+    adapters = _adapters()
+    replay = _document_actions("replay")
+    assert replay["Stream"] == set(_locals("iam.tf")["kinesis_read"])
+    building = ((adapters["projections/dynamodb_store.py"] | adapters["streams/dynamodb_leases.py"])
+                - {"dynamodb:ListTables", "dynamodb:DeleteItem"}) | {"dynamodb:DeleteTable"}
+    assert building <= replay["VersionTables"], sorted(building - replay["VersionTables"])
+    assert {"dynamodb:GetItem", "dynamodb:PutItem"} <= replay["Pointer"]
+    reads = adapters["streams/s3_archive.py"] - {"s3:PutObject", "s3:CreateBucket"}
+    assert reads <= replay["Archive"] | replay["ArchiveList"]
+    assert "s3:PutObject" not in replay["Archive"]  # the replay reads the archive, never writes it
+
+
 # --- the processors' deployment ----------------------------------------------------------------------
 
 
