@@ -139,7 +139,8 @@ async def _serve_api(
                          consistency_wait_ms=settings.consistency_wait_ms,
                          celebrity_threshold=settings.celebrity_threshold,
                          graph=graph,
-                         processor_metrics_url=processor_metrics_url)
+                         processor_metrics_url=processor_metrics_url,
+                         rate_limit_per_s=settings.rate_limit_per_s)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         stopper.on_stop(lambda: setattr(server, "should_exit", True))
         failure: list[str] = []
