@@ -9,12 +9,6 @@ must come back fresh (no X-Fanline-Stale). The server is stopped by its pid and 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,11 +17,9 @@ import httpx
 import pytest
 
 from fanline import emulators
-from fanline.benchmarks.wrk import free_port
+from tests import up_server
 
 SECRET = "end-to-end-secret-long-enough-for-hs256"
-START_TIMEOUT_S = 40.0
-STOP_TIMEOUT_S = 20.0
 
 
 @pytest.fixture
@@ -37,61 +29,17 @@ def sqlite_env() -> dict[str, str]:
 
 @pytest.fixture
 def aws_env(kinesalite: emulators.Emulator, dynalite: emulators.Emulator) -> dict[str, str]:
-    # Own stream and tables: the emulators are shared by the whole session.
-    run = uuid.uuid4().hex[:8]
-    return {
-        "FANLINE_BACKEND": "aws",
-        "FANLINE_ENDPOINT_URL": dynalite.endpoint_url,
-        "FANLINE_KINESIS_ENDPOINT_URL": kinesalite.endpoint_url,
-        "FANLINE_STREAM_NAME": f"e2e-{run}",
-        "FANLINE_TABLE_PREFIX": f"e2e-{run}-",
-        "FANLINE_SHARDS": "2",
-    }
+    return up_server.aws_env(kinesalite, dynalite, "e2e")
 
 
 @pytest.fixture
 def up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """`fanline up` with the backend of the test's env fixture; yields the base URL."""
     backend: dict[str, str] = request.getfixturevalue(request.param)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
-    env.update(backend, FANLINE_SECRET=SECRET, FANLINE_CELEBRITY_THRESHOLD="2",
-               FANLINE_CONSISTENCY_WAIT_MS="10000")
-    output = tmp_path / "up.log"
-    with output.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-c", "from fanline.cli import main; main()", "up", "--no-world",
-             "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, server, output)
+    settings = {**backend, "FANLINE_SECRET": SECRET, "FANLINE_CELEBRITY_THRESHOLD": "2",
+                "FANLINE_CONSISTENCY_WAIT_MS": "10000"}
+    with up_server.running_up(tmp_path, settings) as base:
         yield base
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            pytest.fail(f"fanline up did not stop within {STOP_TIMEOUT_S:g} s:\n{output.read_text()}")
-    assert code == 0, output.read_text()
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes], output: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"fanline up exited with {server.returncode}:\n{output.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    pytest.fail(f"fanline up was not ready within {START_TIMEOUT_S:g} s:\n{output.read_text()}")
 
 
 class Person:

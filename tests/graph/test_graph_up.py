@@ -9,12 +9,8 @@ server is stopped by its pid and must exit 0.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +20,9 @@ import pytest
 
 from api.auth import Tokens
 from fanline import emulators
-from fanline.benchmarks.wrk import free_port
 from load.world import WorldSpec, user_id, world_events
 from streams.events import UserFollowed
+from tests import up_server
 from tests.graph.test_graph_projection import brute_suggestions
 
 SECRET = "graph-up-secret-long-enough-for-hs256"
@@ -41,39 +37,15 @@ def sqlite_env() -> dict[str, str]:
 
 @pytest.fixture
 def aws_env(kinesalite: emulators.Emulator, dynalite: emulators.Emulator) -> dict[str, str]:
-    run = uuid.uuid4().hex[:8]
-    return {"FANLINE_BACKEND": "aws", "FANLINE_ENDPOINT_URL": dynalite.endpoint_url,
-            "FANLINE_KINESIS_ENDPOINT_URL": kinesalite.endpoint_url, "FANLINE_STREAM_NAME": f"graph-{run}",
-            "FANLINE_TABLE_PREFIX": f"graph-{run}-", "FANLINE_SHARDS": "2"}
+    return up_server.aws_env(kinesalite, dynalite, "graph")
 
 
 @pytest.fixture
 def up(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     backend: dict[str, str] = request.getfixturevalue(request.param)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
-    env.update(backend, FANLINE_SECRET=SECRET, FANLINE_GRAPH="embedded")
-    output = tmp_path / "up.log"
-    with output.open("wb") as sink:
-        server = subprocess.Popen(
-            [sys.executable, "-c", "from fanline.cli import main; main()", "up", "--world", str(USERS),
-             "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _until(lambda: httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200, server, output)
+    settings = {**backend, "FANLINE_SECRET": SECRET, "FANLINE_GRAPH": "embedded"}
+    with up_server.running_up(tmp_path, settings, world=USERS) as base:
         yield base
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        try:
-            code = server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-            pytest.fail(f"fanline up did not stop:\n{output.read_text()}")
-    assert code == 0, output.read_text()
     # The graph's own leases: a file beside the embedded log, a DynamoDB table on the emulators.
     on_sqlite = backend["FANLINE_BACKEND"] == "sqlite"
     assert (tmp_path / "data" / "graph-leases.db").exists() == on_sqlite

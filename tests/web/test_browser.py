@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +22,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, ViewportSize, expect, sync_playwright
 
-from fanline.benchmarks.wrk import free_port
+from tests.up_server import running_up
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,8 +30,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update", "--disable-sync",
 ]
 SECRET = "browser-test-secret-long-enough-for-hs256"
-START_TIMEOUT_S = 40.0
-STOP_TIMEOUT_S = 20.0
 # Polling pages (2 s) plus processing: generous, as the machine is shared.
 SEEN_TIMEOUT_MS = 20_000
 PASSWORD = "a good password"
@@ -59,45 +54,10 @@ def chromium() -> Path:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[str]:
     """`fanline up --no-world` on a free port; every author with a follower is a celebrity (pulled)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FANLINE_")}
-    env.update(FANLINE_BACKEND="sqlite", FANLINE_SECRET=SECRET, FANLINE_CELEBRITY_THRESHOLD="1",
-               FANLINE_CONSISTENCY_WAIT_MS="10000")
-    output = tmp_path / "up.log"
-    with output.open("wb") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-c", "from fanline.cli import main; main()", "up", "--no-world",
-             "--data-dir", str(tmp_path / "data"), "--port", str(port)],
-            env=env, stdout=sink, stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, process, output)
+    settings = {"FANLINE_BACKEND": "sqlite", "FANLINE_SECRET": SECRET, "FANLINE_CELEBRITY_THRESHOLD": "1",
+                "FANLINE_CONSISTENCY_WAIT_MS": "10000"}
+    with running_up(tmp_path, settings) as base:
         yield base
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        try:
-            code = process.wait(timeout=STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            pytest.fail(f"fanline up did not stop within {STOP_TIMEOUT_S:g} s:\n{output.read_text()}")
-    assert code == 0, output.read_text()
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], output: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"fanline up exited with {process.returncode}:\n{output.read_text()}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"fanline up was not ready within {START_TIMEOUT_S:g} s:\n{output.read_text()}")
 
 
 @pytest.fixture
