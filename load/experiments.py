@@ -331,11 +331,19 @@ async def _probe(
         unseen = [f for f in followers if f not in seen]
 
         async def shows(f: int) -> bool:
-            page = await client.get(
-                f"{url}/v1/users/{user_id(f)}/timeline",
-                params={"limit": str(PAGE)},
-                headers={"Authorization": f"Bearer {tokens.issue(user_id(f))}"},
-            )
+            # Twice: the server closes a connection idle for 5 s (uvicorn's keep-alive) just as
+            # the wait before the 5 s look may reuse it; a GET is safe to send again.
+            for attempt in (1, 2):
+                try:
+                    page = await client.get(
+                        f"{url}/v1/users/{user_id(f)}/timeline",
+                        params={"limit": str(PAGE)},
+                        headers={"Authorization": f"Bearer {tokens.issue(user_id(f))}"},
+                    )
+                    break
+                except (httpx.ReadError, httpx.RemoteProtocolError):
+                    if attempt == 2:
+                        raise
             return page.status_code == 200 and any(i["post_id"] == post_id for i in page.json()["items"])
 
         for f, shown in zip(unseen, await asyncio.gather(*(shows(f) for f in unseen)), strict=True):

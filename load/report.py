@@ -141,6 +141,7 @@ def plot_throughput(scale: str, runs: dict[str, dict[str, Any]], out: Path) -> s
         ax.set_xlabel("strategy")
         ax.set_ylabel(unit)
         ax.set_title(f"{unit}, {scale} users")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.25)  # room for the legend above the bars
         ax.legend(fontsize=8)
     return _save(fig, out / f"throughput-{scale}.png")
 
@@ -235,7 +236,7 @@ def write_report(results: Path, out: Path) -> Path:
     lines = ["# fanline: push, pull and hybrid fan-out measured", ""]
     machines = [r["machine"] for scale in found.values() for runs in scale.values() for r in runs.values()]
     if machines:
-        m = machines[0]
+        m = min(machines, key=lambda x: str(x['measured_at']))
         loads = [x["loadavg_1m"] for x in machines]
         lines += [
             f"Machine: {m['cpus']} CPUs ({m['cpu']}), {m['system']}, Python {m['python']}. Shared with "
