@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import msgspec
+
 HASH_KEY_MAX = 2**128 - 1
 
 
@@ -41,8 +43,10 @@ class Shard:
         return self.ending_sequence is not None
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
+class Appended(msgspec.Struct, frozen=True, gc=False):
+    """Where an appended record landed. A msgspec Struct rather than a dataclass: an append of
+    500 records builds 500 of these, and a Struct is built in C at a fifth of the cost."""
+
     shard_id: str
     sequence: str
 

@@ -226,12 +226,7 @@ class SQLiteLog:
                 raise
         except sqlite3.Error as exc:
             raise LogUnavailable(f"appending to {self.path} failed: {exc}") from exc
-        return _many(
-            Appended,
-            len(indexes),
-            shard_id=map(self._ids.__getitem__, indexes),
-            sequence=map(str, sequences),
-        )
+        return list(map(Appended, map(self._ids.__getitem__, indexes), map(str, sequences)))
 
     def _shard_index(self, key: str) -> int:
         # Partition keys are user ids and repeat: a dict lookup is a tenth of an MD5. Bounded by
@@ -312,8 +307,8 @@ def _many(cls: type[F], count: int, **columns: Iterable[object]) -> list[F]:
     field's values. Like `[cls(*row) for row in zip(...)]` in a third of the time.
 
     A frozen dataclass's __init__ sets each field through object.__setattr__ in Python: for
-    the 500 Appended of an append or the thousands of Records of a read, that was a tenth of
-    an append and half a read. Here C-level map calls each slot's own setter.
+    the thousands of Records of a read, that was half a read. Here C-level map calls each
+    slot's own setter. (Appended is a msgspec Struct, built in C without this.)
     """
     if set(columns) != {field.name for field in dataclasses.fields(cls)}:
         raise TypeError(f"{cls.__name__} has fields {dataclasses.fields(cls)}, not {list(columns)}")
