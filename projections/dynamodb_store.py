@@ -31,7 +31,6 @@ from projections.records import (
     DeleteFollow,
     DeletePost,
     DeleteTimelineEntries,
-    FeedPost,
     Mutation,
     Post,
     PutFollow,
@@ -181,7 +180,7 @@ def plan_writes(mutations: Sequence[Mutation]) -> list[list[Write] | TrimTimelin
             for step in steps if step]
 
 
-class DynamoDBStore:
+class DynamoDBStore(feed.ComposedFeeds):
     """Build it with `await DynamoDBStore.connect(...)`; `create_tables()` makes missing tables."""
 
     def __init__(
@@ -488,21 +487,6 @@ class DynamoDBStore:
             v = decode(item)
             entries.append(TimelineEntry(v["user_id"], v["ts"], v["post_id"], v["author_id"]))
         return entries
-
-    # --- page reads, composed from the reads above (projections.feed) ------------------------
-    async def celebrity_followees(self, user_id: str) -> list[str]:
-        return await feed.celebrity_followees(self, user_id)
-
-    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
-        return await feed.timeline_feed(self, user_id, limit, before)
-
-    async def authors_feed(
-        self, author_ids: Collection[str], limit: int, before: SortKey | None
-    ) -> list[FeedPost]:
-        return await feed.authors_feed(self, author_ids, limit, before)
-
-    async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
-        return await feed.hybrid_feed(self, user_id, limit, before)
 
     # --- dead letters ------------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:

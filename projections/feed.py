@@ -73,6 +73,29 @@ async def hybrid_feed(
     return newest(found, limit)
 
 
+class ComposedFeeds:
+    """The Store port's four page reads, composed from an adapter's basic reads by the functions
+    above: mixed into the adapters with no cheaper way (MemoryStore, DynamoDBStore)."""
+
+    async def celebrity_followees(self: BasicReads, user_id: str) -> list[str]:
+        return await celebrity_followees(self, user_id)
+
+    async def timeline_feed(
+        self: BasicReads, user_id: str, limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        return await timeline_feed(self, user_id, limit, before)
+
+    async def authors_feed(
+        self: BasicReads, author_ids: Collection[str], limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        return await authors_feed(self, author_ids, limit, before)
+
+    async def hybrid_feed(
+        self: BasicReads, user_id: str, limit: int, before: SortKey | None
+    ) -> list[FeedPost]:
+        return await hybrid_feed(self, user_id, limit, before)
+
+
 def newest(found: Iterable[FeedPost], limit: int) -> list[FeedPost]:
     """The newest `limit` of `found`, deduplicated by post id, newest first. Given each source's
     newest `limit`, this is exactly the newest `limit` of their union: an item of the union's

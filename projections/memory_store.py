@@ -15,7 +15,6 @@ from projections.records import (
     DeleteFollow,
     DeletePost,
     DeleteTimelineEntries,
-    FeedPost,
     Mutation,
     Post,
     PutFollow,
@@ -61,7 +60,7 @@ def _check(mutation: Mutation) -> None:
             raise ValueError(f"timeline cap {cap} is negative")
 
 
-class MemoryStore:
+class MemoryStore(feed.ComposedFeeds):
     def __init__(self) -> None:
         self._applied: dict[str, str] = {}
         self._users: dict[str, User] = {}
@@ -157,21 +156,6 @@ class MemoryStore:
         self, user_id: str, limit: int, before: SortKey | None
     ) -> list[TimelineEntry]:
         return _newest_first(self._timelines.get(user_id, {}).values(), limit, before)
-
-    # --- page reads, composed from the reads above (projections.feed) ------------------------
-    async def celebrity_followees(self, user_id: str) -> list[str]:
-        return await feed.celebrity_followees(self, user_id)
-
-    async def timeline_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
-        return await feed.timeline_feed(self, user_id, limit, before)
-
-    async def authors_feed(
-        self, author_ids: Collection[str], limit: int, before: SortKey | None
-    ) -> list[FeedPost]:
-        return await feed.authors_feed(self, author_ids, limit, before)
-
-    async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
-        return await feed.hybrid_feed(self, user_id, limit, before)
 
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:
