@@ -9,17 +9,15 @@ compares (`fanline graph verify`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
+from fanline.consuming import OnStop, consume_on_own_leases
 from fanline.settings import Settings
 from fanline.wiring import open_graph, open_graph_leases
 from processors.graph_projection import GraphProjector
 from projections.graph import GraphStore
-from streams.consumer import Consumer, to_batch
+from streams.consumer import to_batch
 from streams.log import Log, Position, ReadResult, sequence_key
-
-OnStop = Callable[[Callable[[], None]], None]
 
 
 async def run_graph(settings: Settings, log: Log, worker_id: str, on_stop: OnStop) -> None:
@@ -29,12 +27,7 @@ async def run_graph(settings: Settings, log: Log, worker_id: str, on_stop: OnSto
         return
     try:
         leases = await open_graph_leases(settings)
-        try:
-            consumer = Consumer(log, leases, GraphProjector(graph).handle, worker_id=worker_id)
-            on_stop(consumer.stop)
-            await consumer.run()
-        finally:
-            await leases.close()
+        await consume_on_own_leases(log, leases, GraphProjector(graph).handle, worker_id, on_stop)
     finally:
         await graph.close()
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
 
 from fanline import versions
+from fanline.consuming import OnStop, consume_on_own_leases
 from fanline.graph import run_graph
 from fanline.settings import Settings
 from processors.archive import Archiver
@@ -29,7 +29,6 @@ from streams.log import Log
 
 logger = logging.getLogger(__name__)
 POINTER_CHECK_S = 1.0
-OnStop = Callable[[Callable[[], None]], None]
 
 
 async def open_following_store(settings: Settings) -> SwitchingStore:
@@ -92,12 +91,7 @@ async def run_archiver(settings: Settings, log: Log, worker_id: str, on_stop: On
         return  # aws without FANLINE_ARCHIVE_BUCKET (or Firehose does it)
     try:
         leases = await versions.open_archive_leases(settings)
-        try:
-            consumer = Consumer(log, leases, Archiver(archive).handle, worker_id=worker_id)
-            on_stop(consumer.stop)
-            await consumer.run()
-        finally:
-            await leases.close()
+        await consume_on_own_leases(log, leases, Archiver(archive).handle, worker_id, on_stop)
     finally:
         await archive.close()
 
