@@ -37,12 +37,15 @@ class Api:
 
 
 @asynccontextmanager
-async def running_api(data_dir: Path, store: MemoryStore | None = None) -> AsyncIterator[Api]:
+async def running_api(
+    data_dir: Path, store: MemoryStore | None = None, rate_limit_per_s: int = 0
+) -> AsyncIterator[Api]:
     """An app over files in `data_dir`; leaving the block closes everything (a restart reopens)."""
     log = SpyLog(SQLiteLog(data_dir / "log.db", shard_count=4))
     accounts = SQLiteAccounts(data_dir / "accounts.db")
     store = store or MemoryStore()
-    app = create_app(log, store, accounts, secret=SECRET, hasher=CHEAP_HASHER)
+    app = create_app(log, store, accounts, secret=SECRET, hasher=CHEAP_HASHER,
+                     rate_limit_per_s=rate_limit_per_s)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://fanline.test") as client:
         try:

@@ -18,17 +18,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from api.app import create_app
 from api.auth import Tokens
 from api.bodies import MAX_BATCH_BODY_BYTES, MAX_BODY_BYTES
 from api.ratelimit import RateLimitMiddleware, TokenBuckets
 from api.read import MAX_LIMIT
 from api.write import MAX_BATCH_EVENTS, MAX_POST_CHARS
-from projections.memory_store import MemoryStore
-from projections.sqlite_accounts import SQLiteAccounts
-from streams.sqlite_log import SQLiteLog
-from tests.api.conftest import CHEAP_HASHER, SECRET, Api
-from tests.api.fakes import SpyLog
+from tests.api.conftest import SECRET, Api, running_api
 
 
 class Clock:
@@ -94,18 +89,8 @@ async def test_the_middleware_answers_429_with_retry_after_per_token() -> None:
 
 @pytest.fixture
 async def limited_api(tmp_path: Path) -> AsyncIterator[Api]:
-    log = SpyLog(SQLiteLog(tmp_path / "log.db", shard_count=4))
-    accounts = SQLiteAccounts(tmp_path / "accounts.db")
-    store = MemoryStore()
-    app = create_app(log, store, accounts, secret=SECRET, hasher=CHEAP_HASHER, rate_limit_per_s=1)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://fanline.test") as client:
-        try:
-            yield Api(app, client, log, store, accounts)
-        finally:
-            await app.state.batcher.close()
-            await accounts.close()
-            await log.close()
+    async with running_api(tmp_path, rate_limit_per_s=1) as api:
+        yield api
 
 
 async def test_the_app_limits_each_token_and_appends_nothing_when_refused(limited_api: Api) -> None:
