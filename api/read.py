@@ -26,6 +26,7 @@ from starlette.routing import Route
 from api.auth import authenticate
 from api.consistency import BadConsistencyToken, ConsistencyCheck
 from api.errors import ApiError
+from api.timeline_cache import TimelineCache
 from projections.graph import GraphStore, GraphUnavailable
 from projections.store import Store, StoreUnavailable
 from projections.timeline import BadCursor, TimelineReader, decode_cursor
@@ -156,9 +157,12 @@ async def store_mutuals(store: Store, a: str, b: str) -> list[str]:
 
 
 def read_routes(
-    store: Store, timelines: TimelineReader, consistent: ConsistencyCheck, graph: GraphStore | None = None
+    store: Store, timelines: TimelineReader, consistent: ConsistencyCheck, graph: GraphStore | None = None,
+    *, page_cache_bytes: int = 0,
 ) -> list[Route]:
-    """The read routes; `consistent(token)` waits for a write to be reflected, True if it gave up."""
+    """The read routes; `consistent(token)` waits for a write to be reflected, True if it gave up.
+    `page_cache_bytes`: the bound of the kept timeline pages (api.timeline_cache; 0: none kept)."""
+    pages = TimelineCache(store, timelines, page_cache_bytes)
 
     async def require_user(user_id: str) -> None:
         if not await store.users([user_id]):
@@ -180,8 +184,8 @@ def read_routes(
                 stale = await consistent(token)
             except BadConsistencyToken as exc:
                 raise _bad("consistent_after", str(exc)) from exc
-        page = await timelines.page(user_id, limit, cursor)
-        return _json(page, {"X-Fanline-Stale": "true"} if stale else None)
+        body = await pages.page(user_id, limit, cursor)
+        return Response(body, media_type=JSON, headers={"X-Fanline-Stale": "true"} if stale else None)
 
     async def posts(request: Request) -> Response:
         user_id: str = request.path_params["user_id"]

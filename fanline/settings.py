@@ -50,6 +50,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     s3_endpoint_url: str | None = None
     # Requests per second per bearer token on /v1 (api.ratelimit; bursts of twice that; 0: no limit).
     rate_limit_per_s: Annotated[int, msgspec.Meta(ge=0)] = 100
+    # Timeline pages the API keeps while their feed stamp holds (api.timeline_cache; 0: none).
+    page_cache_mib: Annotated[int, msgspec.Meta(ge=0)] = 64
     # The social graph projection (issue 10) behind suggestions and mutuals: "off" (the Store's follow
     # lists answer), "embedded" (gremlite: graph.db in data_dir) or "neptune" (Gremlin at
     # neptune_host, IAM auth by SigV4 in `region` when neptune_iam).

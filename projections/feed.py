@@ -9,7 +9,7 @@ those (a test's refusing store) is seen here too.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from operator import attrgetter
 from typing import Protocol
 
@@ -94,6 +94,9 @@ class ComposedFeeds:
         self: BasicReads, user_id: str, limit: int, before: SortKey | None
     ) -> list[FeedPost]:
         return await hybrid_feed(self, user_id, limit, before)
+
+    async def feed_stamp(self, user_id: str, authors: Sequence[str]) -> Hashable | None:
+        return None  # these stores keep no stamps: every page is read afresh
 
 
 def newest(found: Iterable[FeedPost], limit: int) -> list[FeedPost]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from projections import sqlite_stamps as stamps
 from projections.records import (
     DeadLetter,
     DeleteFollow,
@@ -251,6 +252,12 @@ class SQLiteStore:
         )
         self._conn: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        # feed_stamp's memory of the stamps it read, valid while the file is unchanged; the
+        # token tells this store's stamps from another's (a version switch).
+        self._token = object()
+        self._stamps_version: int | None = None
+        self._reader_stamps: dict[str, int] = {}
+        self._author_stamps: dict[str, int] = {}
         # Open and create the schema on the store's own thread, where every later call runs.
         try:
             self._executor.submit(self._retrying, self._open).result()
@@ -273,6 +280,8 @@ class SQLiteStore:
                 for spec in TABLES:
                     for ddl in table_ddl(spec):
                         conn.execute(ddl)
+                for ddl in stamps.DDL:
+                    conn.execute(ddl)
         except BaseException:
             conn.close()  # a retry opens a fresh connection
             raise
@@ -321,6 +330,7 @@ class SQLiteStore:
                 found = conn.execute("SELECT position FROM applied WHERE shard_id = ?", mark[:1]).fetchone()
                 if found is not None and found[0] > mark[2]:
                     return
+                stamps.bump(conn, mutations)
                 for sql, rows in groups:
                     conn.executemany(sql, rows)
                 conn.execute(_SET_APPLIED, mark)  # last, in the same transaction
@@ -425,6 +435,35 @@ class SQLiteStore:
         if limit <= 0:
             return []
         return [FeedPost(*r) for r in await self._read(HYBRID_FEED, user_id, _before(before), limit)]
+
+    async def feed_stamp(self, user_id: str, authors: Sequence[str]) -> Hashable | None:
+        """See projections.sqlite_stamps. Stamps read since the file last changed (`PRAGMA
+        data_version`: any other connection's commit changes it) are kept, so while nothing is
+        written a page costs one pragma; None when the read connection is busy."""
+        reader = self._reader
+        if reader is None:
+            raise StoreUnavailable("the store is closed")
+        try:
+            version = reader.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._stamps_version:
+                self._stamps_version = version
+                self._reader_stamps.clear()
+                self._author_stamps.clear()
+            return (self._token, self._stamp(reader, self._reader_stamps, stamps.READER_STAMP, user_id),
+                    *[self._stamp(reader, self._author_stamps, stamps.AUTHOR_STAMP, a)
+                      for a in (stamps.EPOCH, *authors)])
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
+            return None
+
+    @staticmethod
+    def _stamp(reader: sqlite3.Connection, known: dict[str, int], sql: str, user_id: str) -> int:
+        stamp = known.get(user_id)
+        if stamp is None:
+            row = reader.execute(sql, (user_id,)).fetchone()
+            stamp = known[user_id] = 0 if row is None else row[0]
+        return stamp
 
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:

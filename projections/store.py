@@ -10,7 +10,7 @@ newer items arrive. `after` arguments on id lists are exclusive lower bounds in 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Hashable, Sequence
 from typing import Protocol
 
 from projections.records import DeadLetter, FeedPost, Mutation, Post, SortKey, TimelineEntry, User
@@ -93,6 +93,13 @@ class Store(Protocol):
     async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
         """The hybrid page: `timeline_feed` merged with `authors_feed` of the user's
         `celebrity_followees`, deduplicated by post id, the newest `limit`, newest first."""
+        ...
+
+    async def feed_stamp(self, user_id: str, authors: Sequence[str]) -> Hashable | None:
+        """A value that changes whenever a push or hybrid page of `user_id`'s timeline could
+        change, given `authors`, the celebrities it pulls (`celebrity_followees` when the page was
+        read): read it before reading a page, keep both, and while a later read gives an equal
+        value the page is still exact (api.timeline_cache). None: this store cannot tell."""
         ...
 
     # --- dead letters ------------------------------------------------------------------------

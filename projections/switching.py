@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
 
 from projections.records import DeadLetter, FeedPost, Mutation, Post, SortKey, TimelineEntry, User
 from projections.store import Store
@@ -115,6 +115,9 @@ class SwitchingStore:
 
     async def hybrid_feed(self, user_id: str, limit: int, before: SortKey | None) -> list[FeedPost]:
         return await (await self.current()).hybrid_feed(user_id, limit, before)
+
+    async def feed_stamp(self, user_id: str, authors: Sequence[str]) -> Hashable | None:
+        return await (await self.current()).feed_stamp(user_id, authors)
 
     async def put_dead_letter(self, letter: DeadLetter) -> None:
         await (await self.current()).put_dead_letter(letter)

@@ -72,14 +72,14 @@ class TimelineReader:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
         self._store = store
-        self._strategy = strategy
+        self.strategy: Strategy = strategy
 
     async def page(self, user_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
         before = decode_cursor(cursor)
         _check_limit(limit)
-        if self._strategy == "push":
+        if self.strategy == "push":
             found = await self._store.timeline_feed(user_id, limit, before)
-        elif self._strategy == "hybrid":
+        elif self.strategy == "hybrid":
             found = await self._store.hybrid_feed(user_id, limit, before)
         else:
             followees = await self._store.following_ids(user_id)

@@ -22,12 +22,16 @@ from projections.sqlite_store import SQLiteStore
 from streams.sqlite_log import SQLiteLog
 
 
-async def serve(data_dir: Path, port: int, secret: str, statics: list[tuple[str, str, Path, int]]) -> None:
+async def serve(
+    data_dir: Path, port: int, secret: str, statics: list[tuple[str, str, Path, int]], page_cache_mib: int
+) -> None:
     log = SQLiteLog(data_dir / "log.db", shard_count=4)
     store = SQLiteStore(data_dir / "store.db")
     accounts = SQLiteAccounts(data_dir / "accounts.db")
     try:
-        app = create_app(log, store, accounts, secret=secret, strategy="hybrid")
+        app = create_app(
+            log, store, accounts, secret=secret, strategy="hybrid", page_cache_mib=page_cache_mib
+        )
         for method, path, body, status in statics:
             app.router.routes.insert(0, static_route(method, path, body.read_bytes(), status))
         config = uvicorn.Config(
@@ -47,10 +51,14 @@ async def serve(data_dir: Path, port: int, secret: str, statics: list[tuple[str,
 @click.option("--secret", required=True)
 @click.option("--static", "statics", multiple=True, type=(str, str, click.Path(path_type=Path), int),
               help="METHOD PATH FILE STATUS: a bench-only route answering FILE's bytes")
-def main(data_dir: Path, port: int, secret: str, statics: tuple[tuple[str, str, Path, int], ...]) -> None:
+@click.option("--page-cache-mib", type=int, default=64, help="the timeline page cache (0: none)")
+def main(
+    data_dir: Path, port: int, secret: str, statics: tuple[tuple[str, str, Path, int], ...],
+    page_cache_mib: int,
+) -> None:
     # uvicorn's loop="uvloop" applies only to a loop uvicorn creates itself: this one is ours.
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(data_dir, port, secret, list(statics)))
+        runner.run(serve(data_dir, port, secret, list(statics), page_cache_mib))
 
 
 if __name__ == "__main__":

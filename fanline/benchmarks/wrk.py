@@ -114,12 +114,14 @@ class Server:
 
 
 @contextlib.contextmanager
-def api_server(data_dir: Path, secret: str, statics: list[tuple[str, str, bytes, int]]) -> Iterator[Server]:
+def api_server(
+    data_dir: Path, secret: str, statics: list[tuple[str, str, bytes, int]], *, page_cache_mib: int = 64
+) -> Iterator[Server]:
     """The API on a free port in a child process; yields its URL and pid; stops it by pid."""
     port = free_port()
     with tempfile.TemporaryDirectory() as scratch:
         args = [sys.executable, "-m", "fanline.benchmarks.api_server", "--data-dir", str(data_dir),
-                "--port", str(port), "--secret", secret]
+                "--port", str(port), "--secret", secret, "--page-cache-mib", str(page_cache_mib)]
         for n, (method, path, body, status) in enumerate(statics):
             body_file = Path(scratch) / f"static-{n}"
             body_file.write_bytes(body)
@@ -138,15 +140,22 @@ def api_server(data_dir: Path, secret: str, statics: list[tuple[str, str, bytes,
                 server.wait()
 
 
-def append_batches(base: str) -> tuple[float, float]:
-    """The server's log appends so far and the records in them (the batcher's histogram)."""
+def metric_values(base: str, names: tuple[str, ...]) -> dict[str, float]:
+    """Samples of the server's /metrics, by their full name with labels (0 when absent)."""
     text = httpx.get(f"{base}/metrics", timeout=5.0).text
-    figures = dict.fromkeys(("fanline_append_batch_records_count", "fanline_append_batch_records_sum"), 0.0)
+    figures = dict.fromkeys(names, 0.0)
     for line in text.splitlines():
-        name, _, value = line.partition(" ")
+        name, _, value = line.rpartition(" ")
         if name in figures:
             figures[name] = float(value)
-    return figures["fanline_append_batch_records_count"], figures["fanline_append_batch_records_sum"]
+    return figures
+
+
+def append_batches(base: str) -> tuple[float, float]:
+    """The server's log appends so far and the records in them (the batcher's histogram)."""
+    names = ("fanline_append_batch_records_count", "fanline_append_batch_records_sum")
+    figures = metric_values(base, names)
+    return figures[names[0]], figures[names[1]]
 
 
 def _wait_ready(base: str, server: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:

@@ -9,7 +9,12 @@ hits both alike.
 
 Figures: timeline_rps, p50_ms and p99_ms of the timeline route, ceiling_rps of the static page,
 ratio = timeline_rps / ceiling_rps, and empty_pages (pages with no item; they would flatter the
-route). The last line printed is one JSON object.
+route). The server keeps pages while their feed stamp holds (api.timeline_cache), and nothing
+is written during the bench, so after the first read of each reader's page nearly every page
+comes from that cache: `cache_hit_ratio` says how many did, and a second server with no page
+cache gives the same route's figures when every page is read from the store (`uncached_rps`,
+`uncached_p99_ms`, `uncached_ratio` against that server's own static page). The last line
+printed is one JSON object.
 
 With --suggestions, then who-to-follow (issue 10): suggestions from the embedded graph
 projection against the Store's follow lists (the route's answer without a graph) for
@@ -38,6 +43,7 @@ from fanline.benchmarks.wrk import (
     WrkResult,
     api_server,
     lua_strings,
+    metric_values,
     profiled_load,
     require_wrk,
     run_wrk,
@@ -49,6 +55,8 @@ from projections.timeline import TimelineReader
 PAGE = 50
 SUGGESTION_READERS = 300
 STATIC_PATH = "/bench/static-page"
+PAGES_FROM_CACHE = 'fanline_timeline_pages_total{source="cache"}'
+PAGES_FROM_STORE = 'fanline_timeline_pages_total{source="store"}'
 
 SCRIPT = """
 local readers = %(readers)s
@@ -120,14 +128,22 @@ def bench_read(
     static_script = _script(readers, token, f"{STATIC_PATH}?reader=", "")
     timeline: list[WrkResult] = []
     ceiling: list[WrkResult] = []
-    with api_server(data_dir, secret, [("GET", STATIC_PATH, static_page, 200)]) as server:
+    statics = [("GET", STATIC_PATH, static_page, 200)]
+    with api_server(data_dir, secret, statics) as server:
         run_wrk(server.url, timeline_script, 2)  # warm-up: connections, caches, page cache
         for _ in range(slices):
             ceiling.append(run_wrk(server.url, static_script, seconds))
             timeline.append(run_wrk(server.url, timeline_script, seconds))
+        pages = metric_values(server.url, (PAGES_FROM_CACHE, PAGES_FROM_STORE))
         if profile_to is not None:
             click.echo(profiled_load(server, timeline_script, seconds, profile_to))
-    for name, results in (("timeline", timeline), ("static page", ceiling)):
+    # The same route with no page kept (every page read from the store), beside its own ceiling.
+    with api_server(data_dir, secret, statics, page_cache_mib=0) as server:
+        run_wrk(server.url, timeline_script, 1)
+        uncached_ceiling = run_wrk(server.url, static_script, seconds)
+        uncached = run_wrk(server.url, timeline_script, seconds)
+    for name, results in (("timeline", timeline), ("static page", ceiling),
+                          ("timeline, no page cache", [uncached]), ("static page", [uncached_ceiling])):
         for r in results:
             click.echo(f"{name}: {r.rps:.0f} req/s, p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, "
                        f"{r.requests} requests, {r.status_errors} non-2xx, {r.socket_errors} socket errors")
@@ -143,6 +159,11 @@ def bench_read(
         "empty_pages": sum(r.counted for r in timeline),
         "errors": sum(r.status_errors + r.socket_errors for r in timeline + ceiling),
         "page_bytes": len(static_page),
+        # Pages answered from the API's page cache (api.timeline_cache) over the whole run.
+        "cache_hit_ratio": round(pages[PAGES_FROM_CACHE] / max(1.0, sum(pages.values())), 3),
+        "uncached_rps": round(uncached.rps, 1),
+        "uncached_p99_ms": round(uncached.p99_ms, 2),
+        "uncached_ratio": round(uncached.rps / uncached_ceiling.rps, 3),
         "users": info.users,
     }
     click.echo(f"targets: ratio >= 0.5 ({'met' if figures['ratio'] >= 0.5 else 'MISSED'}), "

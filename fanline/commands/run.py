@@ -140,7 +140,8 @@ async def _serve_api(
                          celebrity_threshold=settings.celebrity_threshold,
                          graph=graph,
                          processor_metrics_url=processor_metrics_url,
-                         rate_limit_per_s=settings.rate_limit_per_s)
+                         rate_limit_per_s=settings.rate_limit_per_s,
+                         page_cache_mib=settings.page_cache_mib)
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
         stopper.on_stop(lambda: setattr(server, "should_exit", True))
         failure: list[str] = []
