@@ -1,0 +1,94 @@
+"""Fold settings travel with a projection version: the replay records them in the pointer, a
+resumed build keeps them, and the processors and the read API fold and read each version with
+them, saying so when the environment disagrees."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from fanline import versions
+from fanline.commands.replay import replay
+from fanline.processing import open_following_store
+from fanline.settings import Settings
+from fanline.wiring import fold_settings, open_log
+from processors.settings import FoldSettings
+from projections.switching import SwitchingTimelineReader
+from projections.versions import FilePointer, Versions
+from tests.replay_helpers import Processors, append, caught_up, wait_for
+from tests.test_lambda_switch import EVENTS
+
+PULL = versions.fold_record(FoldSettings(strategy="pull"))
+
+
+def test_a_version_without_recorded_settings_takes_the_environments(caplog: pytest.LogCaptureFixture) -> None:
+    environment = FoldSettings(strategy="hybrid", celebrity_threshold=7)
+    with caplog.at_level(logging.WARNING):
+        assert versions.version_fold(Versions(), "", environment) is environment
+        assert versions.version_fold(Versions(fold={"r1": versions.fold_record(environment)}), "r1",
+                                     environment) == environment
+    assert caplog.records == []
+
+
+def test_recorded_settings_win_and_a_warning_names_what_differs(caplog: pytest.LogCaptureFixture) -> None:
+    recorded = FoldSettings(strategy="push", celebrity_threshold=3154)
+    pointed = Versions(active="r1", fold={"r1": versions.fold_record(recorded)})
+    with caplog.at_level(logging.WARNING):
+        assert versions.version_fold(pointed, "r1", FoldSettings()) == recorded
+    [warning] = caplog.records
+    assert "'r1'" in warning.getMessage() and "strategy=push (environment: hybrid)" in warning.getMessage()
+    assert "celebrity_threshold=3154 (environment: 50000)" in warning.getMessage()
+    assert "timeline_cap" not in warning.getMessage()
+
+
+def test_bad_recorded_settings_are_refused() -> None:
+    pointed = Versions(fold={"": {"strategy": "sideways"}})
+    with pytest.raises(ValueError, match="bad fold settings"):
+        versions.version_fold(pointed, "", FoldSettings())
+
+
+async def test_a_replay_records_its_settings_and_a_resumed_one_keeps_them(tmp_path: Path) -> None:
+    push = Settings.load({"data_dir": tmp_path, "strategy": "push", "celebrity_threshold": 9}, environ={})
+    log = await open_log(push)
+    await append(log, EVENTS)
+    await replay(push)
+    pointer = FilePointer(tmp_path / versions.POINTER_FILE)
+    assert (await pointer.get()).fold == {"r1": versions.fold_record(fold_settings(push))}
+
+    # A build of r2 begun with pull and killed; resumed from an environment that says push.
+    begun = await pointer.get()
+    await pointer.set(Versions(active=begun.active, building="r2", old=begun.old,
+                               fold={**begun.fold, "r2": PULL}))
+    await replay(push)
+    after = await pointer.get()
+    assert after.active == "r2" and after.fold["r2"] == PULL and after.fold["r1"] == begun.fold["r1"]
+    r1, r2 = [await versions.open_store_version(push, v) for v in ("r1", "r2")]
+    assert len(await r1.timeline_page("u2", 10, None)) == 5  # push: u1's posts in u2's timeline
+    assert await r2.timeline_page("u2", 10, None) == []  # pull: no timelines
+    for store in (r1, r2):
+        await store.close()
+    await log.close()
+
+
+async def test_the_processors_and_the_api_use_the_versions_settings(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path, "strategy": "push"}, environ={})
+    await FilePointer(tmp_path / versions.POINTER_FILE).set(Versions(fold={"": PULL}))
+    log = await open_log(settings)
+    processors = Processors(settings, log)  # told push, as the environment says
+    try:
+        await append(log, EVENTS)
+        await wait_for(lambda: caught_up(settings, log), 30)
+    finally:
+        await processors.stop()
+    store = await versions.open_store_version(settings, "")
+    assert await store.timeline_page("u2", 10, None) == []  # folded with pull: no timelines
+    await store.close()
+
+    following = await open_following_store(settings)
+    assert following.strategy == "pull"
+    page = await SwitchingTimelineReader(following).page("u2", 10)
+    assert [item.post_id for item in page.items] == ["p8", "p7", "p6", "p5", "p4"]  # read with pull
+    await following.close()
+    await log.close()
