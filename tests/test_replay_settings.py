@@ -10,13 +10,18 @@ from pathlib import Path
 import pytest
 
 from fanline import versions
+from fanline.commands.deadletters import retry_letter
 from fanline.commands.replay import replay
 from fanline.processing import open_following_store
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_log
+from processors.runner import Runner
 from processors.settings import FoldSettings
+from projections.records import DeadLetter
 from projections.switching import SwitchingTimelineReader
 from projections.versions import FilePointer, Versions
+from streams.delivery import Batch, Delivered
+from streams.events import PostCreated, PostCreatedData, encode
 from tests.replay_helpers import Processors, append, caught_up, wait_for
 from tests.test_lambda_switch import EVENTS
 
@@ -92,3 +97,17 @@ async def test_the_processors_and_the_api_use_the_versions_settings(tmp_path: Pa
     assert [item.post_id for item in page.items] == ["p8", "p7", "p6", "p5", "p4"]  # read with pull
     await following.close()
     await log.close()
+
+
+async def test_a_dead_letter_is_retried_with_the_versions_settings(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path, "strategy": "push"}, environ={})
+    await FilePointer(tmp_path / versions.POINTER_FILE).set(Versions(fold={"": PULL}))
+    store = await versions.open_store_version(settings, "")
+    runner = Runner(store, FoldSettings(strategy="pull"))
+    await runner.handle(Batch("s", [Delivered("s", str(n), e, 0) for n, e in enumerate(EVENTS[:3], 1)], 0))
+    post = PostCreated(id="late", ts=50, data=PostCreatedData("late", "u1", "again"))
+    await store.put_dead_letter(DeadLetter("s", "2", "fold_failed: once", encode(post), 3, 0))
+    assert await retry_letter(store, settings, (await store.dead_letters(10))[0]) is None
+    assert set(await store.posts_by_id(["late"])) == {"late"}
+    assert await store.timeline_page("u2", 10, None) == []  # folded with pull, not the environment's push
+    await store.close()
