@@ -4,9 +4,12 @@ them, saying so when the environment disagrees."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fanline import versions
@@ -18,12 +21,14 @@ from fanline.wiring import fold_settings, open_log
 from processors.runner import Runner
 from processors.settings import FoldSettings
 from projections.records import DeadLetter
+from projections.sqlite_store import SQLiteStore
 from projections.switching import SwitchingTimelineReader
 from projections.versions import FilePointer, Versions
 from streams.delivery import Batch, Delivered
 from streams.events import PostCreated, PostCreatedData, encode
 from tests.replay_helpers import Processors, append, caught_up, wait_for
 from tests.test_lambda_switch import EVENTS
+from tests.up_server import running_up
 
 PULL = versions.fold_record(FoldSettings(strategy="pull"))
 
@@ -111,3 +116,32 @@ async def test_a_dead_letter_is_retried_with_the_versions_settings(tmp_path: Pat
     assert set(await store.posts_by_id(["late"])) == {"late"}
     assert await store.timeline_page("u2", 10, None) == []  # folded with pull, not the environment's push
     await store.close()
+
+
+def test_up_serves_the_version_with_its_settings_and_says_the_environment_differs(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    FilePointer(data / versions.POINTER_FILE)._set(Versions(fold={"": PULL}))
+    with running_up(tmp_path, {"FANLINE_STRATEGY": "push"}) as base:
+        alice, bob = (httpx.post(f"{base}/v1/auth/signup", json={"handle": name, "password": "long enough"})
+                      .json() for name in ("alice", "bob"))
+        headers = {"Authorization": f"Bearer {alice['token']}"}
+        assert httpx.post(f"{base}/v1/follows", headers=headers,
+                          json={"followee_id": bob["user_id"]}).status_code == 202
+        posted = httpx.post(f"{base}/v1/posts", json={"body": "pulled"},
+                            headers={"Authorization": f"Bearer {bob['token']}"}).json()
+        deadline = time.monotonic() + 30  # the processors (a child) may take a while to start here
+        while time.monotonic() < deadline:
+            page = httpx.get(f"{base}/v1/users/{alice['user_id']}/timeline", headers=headers,
+                             params={"consistent_after": posted["consistency_token"]}).json()
+            if page["items"]:
+                break
+        assert [item["body"] for item in page["items"]] == ["pulled"]
+        assert httpx.get(f"{base}/v1/pipeline").json()["strategy"] == "pull"
+    output = (tmp_path / "up.log").read_text()
+    # Both the API and the processors (the child) say so.
+    assert output.count("projection version '' was built with other fold settings") == 2, output
+    assert "strategy=pull (environment: push)" in output
+    store = SQLiteStore(data / "store.db")
+    assert asyncio.run(store.timeline_page(alice["user_id"], 10, None)) == []  # folded with pull
+    asyncio.run(store.close())
