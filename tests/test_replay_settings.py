@@ -145,3 +145,14 @@ def test_up_serves_the_version_with_its_settings_and_says_the_environment_differ
     store = SQLiteStore(data / "store.db")
     assert asyncio.run(store.timeline_page(alice["user_id"], 10, None)) == []  # folded with pull
     asyncio.run(store.close())
+
+
+async def test_a_build_resumed_without_recorded_settings_records_the_ones_it_uses(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path, "strategy": "pull"}, environ={})
+    log = await open_log(settings)
+    await append(log, EVENTS)
+    pointer = FilePointer(tmp_path / versions.POINTER_FILE)
+    await pointer.set(Versions(building="r1"))  # begun by a replay from before the pointer had `fold`
+    await replay(settings)
+    assert (await pointer.get()) == Versions(active="r1", old=("",), fold={"r1": PULL})
+    await log.close()

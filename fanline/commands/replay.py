@@ -100,13 +100,15 @@ async def replay(settings: Settings) -> dict[str, Any]:
         version = versions.building or versions.next_version()
         if versions.building is None:
             fold = fold_settings(settings)
-            recorded = {**versions.fold, version: v.fold_record(fold)}
-            await pointer.set(msgspec.structs.replace(versions, building=version, fold=recorded))
             click.echo(f"building projection version {version!r} (serving {versions.active!r})")
         else:
-            # The settings it began with, not today's environment: one version, one set of settings.
+            # The settings it began with, not today's environment: one version, one set of settings
+            # (the environment's for a build begun before the pointer recorded them).
             fold = v.version_fold(versions, version, fold_settings(settings))
             click.echo(f"resuming the build of projection version {version!r} (serving {versions.active!r})")
+        if versions.building is None or version not in versions.fold:
+            recorded = {**versions.fold, version: v.fold_record(fold)}
+            await pointer.set(msgspec.structs.replace(versions, building=version, fold=recorded))
         click.echo(f"fold settings of {version!r}: {v.fold_record(fold)}")
         log = await open_log(settings)
         stack.push_async_callback(log.close)
