@@ -56,6 +56,7 @@ def create_app(
     rate_limit_per_s: float = 0.0,
     graph: GraphStore | None = None,
     page_cache_mib: int = 64,
+    timelines: TimelineReader | None = None,
 ) -> Starlette:
     """`hasher`: argon2 with its (slow) defaults unless a test passes a cheaper one.
 
@@ -64,6 +65,8 @@ def create_app(
     `rate_limit_per_s`: requests per second per bearer token on /v1 (bursts of twice that; 0: no limit).
     `graph`: the graph projection answering suggestions and mutuals (else the store's follow lists).
     `page_cache_mib`: timeline pages kept while their feed stamp holds (api.timeline_cache; 0: none).
+    `timelines`: the timeline reader (default: `strategy`'s on `store`; `fanline api` passes one that
+    follows the projection version's strategy, projections.switching.SwitchingTimelineReader).
     """
     batcher = AppendBatcher(log, linger_s=linger_s)
     writer = Writer(batcher, accounts)
@@ -71,8 +74,9 @@ def create_app(
     routes: list[BaseRoute] = [
         *auth_routes(accounts, tokens, writer.register, hasher or PasswordHasher(), new_id),
         *write_routes(writer, store, accounts),
-        *read_routes(store, TimelineReader(store, strategy), ConsistencyWaiter(store, consistency_wait_ms),
-                     graph, page_cache_bytes=page_cache_mib * 2**20),
+        *read_routes(store, timelines or TimelineReader(store, strategy),
+                     ConsistencyWaiter(store, consistency_wait_ms), graph,
+                     page_cache_bytes=page_cache_mib * 2**20),
         *health_routes(log, store),
         *web_routes(log, store, strategy=strategy, celebrity_threshold=celebrity_threshold,
                     processor_metrics_url=processor_metrics_url),

@@ -9,7 +9,8 @@ kept stamp older than the page, so the next read refreshes it; never the other w
 
 A hybrid page also depends on which celebrities the reader follows, and the stamp covers their
 posts: the list is read before and after the stamp, and the page is kept only when the two
-agree (the list changes only with a stamp, so then it is the list the stamp covers).
+agree (the list changes only with a stamp, so then it is the list the stamp covers); likewise the
+strategy, which a projection version switch may change (projections.switching).
 
 Not kept: pull pages (every followee's posts are in them), pages showing a post whose author
 has not registered (the handle is "" until then, outside any stamp), and nothing at all when
@@ -27,7 +28,7 @@ from cachetools import LRUCache
 from prometheus_client import Counter
 
 from projections.store import Store
-from projections.timeline import TimelineReader
+from projections.timeline import Strategy, TimelineReader
 
 PAGES = Counter(
     "fanline_timeline_pages_total", "Timeline pages answered, by where from", ("source",)
@@ -52,24 +53,26 @@ class TimelineCache:
     def __init__(self, store: Store, timelines: TimelineReader, max_bytes: int) -> None:
         self._store = store
         self._timelines = timelines
-        self._on = max_bytes > 0 and timelines.strategy != "pull"
-        self._hybrid = timelines.strategy == "hybrid"
+        self._on = max_bytes > 0
         self._kept: LRUCache[Key, _Kept] = LRUCache(maxsize=max(max_bytes, 1), getsizeof=_size)
 
     async def page(self, user_id: str, limit: int, cursor: str | None) -> bytes:
         """The page's JSON (a `TimelinePage`), from the cache while its stamp holds."""
-        if not self._on:
+        strategy = self._timelines.strategy  # a version switch may change it
+        if not self._on or strategy == "pull":
             _READ.inc()
             return _encode(await self._timelines.page(user_id, limit, cursor))
         key = (user_id, limit, cursor)
         kept = self._kept.get(key)
+        # A kept page's stamp includes its store's identity: after a switch it never matches.
         if kept is not None and await self._store.feed_stamp(user_id, kept.authors) == kept.stamp:
             _HIT.inc()
             return kept.body
         _READ.inc()
-        authors = await self._celebrities(user_id)
+        authors = await self._celebrities(user_id, strategy)
         stamp = await self._store.feed_stamp(user_id, authors)
-        steady = stamp is not None and await self._celebrities(user_id) == authors
+        steady = (stamp is not None and self._timelines.strategy == strategy
+                  and await self._celebrities(user_id, strategy) == authors)
         page = await self._timelines.page(user_id, limit, cursor)
         body = _encode(page)
         if steady and all(item.author_handle for item in page.items):
@@ -78,5 +81,5 @@ class TimelineCache:
             self._kept.pop(key, None)
         return body
 
-    async def _celebrities(self, user_id: str) -> tuple[str, ...]:
-        return tuple(await self._store.celebrity_followees(user_id)) if self._hybrid else ()
+    async def _celebrities(self, user_id: str, strategy: Strategy) -> tuple[str, ...]:
+        return tuple(await self._store.celebrity_followees(user_id)) if strategy == "hybrid" else ()

@@ -7,6 +7,9 @@ version's store and leases, which the replay seeded at the positions it had rebu
 events that arrived meanwhile are read from the stream and folded into the new version, none
 skipped (the checkpoints are the new version's own) and none folded twice (the runner skips
 what the store has applied). Looked at once per `POINTER_CHECK_S`.
+
+Each version is folded, and read, with the fold settings the pointer recorded for it
+(`versions.version_fold`): `fold` (the environment's) counts only for a version without them.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ from fanline import versions
 from fanline.consuming import OnStop, consume_on_own_leases
 from fanline.graph import run_graph
 from fanline.settings import Settings
+from fanline.wiring import fold_settings
 from processors.archive import Archiver
 from processors.metrics import Metrics
 from processors.runner import Runner
 from processors.settings import FoldSettings
+from projections.store import Store
 from projections.switching import SwitchingStore
+from projections.timeline import Strategy
+from projections.versions import Versions
 from streams.consumer import Consumer
 from streams.log import Log
 
@@ -31,11 +38,18 @@ logger = logging.getLogger(__name__)
 POINTER_CHECK_S = 1.0
 
 
-async def open_following_store(settings: Settings) -> SwitchingStore:
-    """The read API's store: the active version's, following the pointer (closes the pointer too)."""
+async def open_following_store(settings: Settings, fold: FoldSettings | None = None) -> SwitchingStore:
+    """The read API's store: the active version's, following the pointer (closes the pointer too),
+    with the strategy that version was built with (`fold`'s, by default the environment's, when
+    none is recorded)."""
+    fold = fold or fold_settings(settings)
+
+    async def open_active(pointed: Versions) -> tuple[Store, Strategy]:
+        strategy = versions.version_fold(pointed, pointed.active, fold).strategy
+        return await versions.open_store_version(settings, pointed.active), strategy
+
     pointer = await versions.open_pointer(settings)
-    return await SwitchingStore.open(pointer, lambda version: versions.open_store_version(settings, version),
-                                     check_every_s=POINTER_CHECK_S)
+    return await SwitchingStore.open(pointer, open_active, check_every_s=POINTER_CHECK_S)
 
 
 async def _watch(settings: Settings, version: str, consumer: Consumer) -> None:
@@ -61,12 +75,18 @@ async def run_projections(settings: Settings, log: Log, fold: FoldSettings, metr
     stopping = asyncio.Event()
     on_stop(stopping.set)
     while not stopping.is_set():
-        version = await versions.active_version(settings)
+        pointer = await versions.open_pointer(settings)
+        try:
+            pointed = await pointer.get()
+        finally:
+            await pointer.close()
+        version = pointed.active
+        version_fold = versions.version_fold(pointed, version, fold)
         store = await versions.open_store_version(settings, version)
         try:
             leases = await versions.open_leases_version(settings, version)
             try:
-                runner = Runner(store, fold, metrics)
+                runner = Runner(store, version_fold, metrics)
                 # A shard taken (again) starts from the store's applied mark, not a cached one:
                 # another worker may have applied past it meanwhile.
                 consumer = Consumer(log, leases, runner.handle, worker_id=worker_id,

@@ -7,21 +7,28 @@ in the data directory. aws: version "" is the tables `<prefix><table>` and `<pre
 version "r1" `<prefix>r1-<table>` and `<prefix>r1-leases`; the pointer is the table
 `<prefix>projection_versions`; the archive is S3 (FANLINE_ARCHIVE_BUCKET) with its leases in
 `<prefix>archive-leases`.
+
+Each version is folded and read with the fold settings it was built with, which the pointer
+records (`version_fold`); the environment's count only for a version without a record.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from pathlib import Path
 
+import msgspec
 from botocore.exceptions import ClientError
 
 from fanline.settings import Settings
+from processors.settings import FoldSettings
 from projections.dynamodb_store import DynamoDBStore
 from projections.dynamodb_versions import DynamoDBPointer
 from projections.sqlite_store import SQLiteStore
 from projections.store import Store
 from projections.tables import TABLES
-from projections.versions import FilePointer, VersionPointer, check_version
+from projections.versions import FilePointer, VersionPointer, Versions, check_version
 from streams.archive import Archive, LocalArchive
 from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.leases import LeaseStore
@@ -29,6 +36,35 @@ from streams.s3_archive import S3Archive
 from streams.sqlite_leases import SQLiteLeaseStore
 
 POINTER_FILE = "projections.json"
+logger = logging.getLogger(__name__)
+
+
+def fold_record(fold: FoldSettings) -> dict[str, str | int]:
+    """`fold` as the pointer records it (`Versions.fold`)."""
+    return dataclasses.asdict(fold)
+
+
+def version_fold(versions: Versions, version: str, environment: FoldSettings) -> FoldSettings:
+    """The fold settings `version` was built with, or `environment` when none were recorded.
+
+    When they differ from the environment's, the version's win (a process started before a
+    replay switched to other settings must fold and read the new version as it was built) and
+    a warning says so.
+    """
+    recorded = versions.fold.get(version)
+    if recorded is None:
+        return environment
+    try:
+        fold = msgspec.convert(recorded, FoldSettings)
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise ValueError(f"projection version {version!r}: bad fold settings in the pointer: {exc}") from exc
+    if fold != environment:
+        names = [field.name for field in dataclasses.fields(fold)]
+        differ = ", ".join(f"{name}={getattr(fold, name)} (environment: {getattr(environment, name)})"
+                           for name in names if getattr(fold, name) != getattr(environment, name))
+        logger.warning("projection version %r was built with other fold settings than the environment's; "
+                       "using the version's: %s", version, differ)
+    return fold
 
 
 def _creates(settings: Settings) -> bool:
@@ -95,8 +131,17 @@ async def open_leases_version(settings: Settings, version: str) -> LeaseStore:
     return leases
 
 
+def terraforms(settings: Settings, version: str) -> bool:
+    """The first version's tables are Terraform's on AWS (infra/terraform), not the replay's; on
+    an emulator the services create them at start, as Terraform would: the same rule for both."""
+    return settings.backend == "aws" and version == ""
+
+
 async def drop_version(settings: Settings, version: str) -> None:
-    """Delete a version's store and leases (never the active one: the caller checks)."""
+    """Delete a version's store and leases (never the active one: the caller checks; never
+    Terraform's tables: see `terraforms`)."""
+    if terraforms(settings, version):
+        raise ValueError(f"projection version {version!r}: its tables are Terraform's; not deleting them")
     if settings.backend == "sqlite":
         for path in (store_path(settings, version), leases_path(settings, version)):
             for extra in ("", "-wal", "-shm", "-journal"):

@@ -99,7 +99,19 @@ async def open_graph_leases(settings: Settings) -> LeaseStore:
     return leases
 
 
+async def active_fold_settings(settings: Settings) -> FoldSettings:
+    """The fold settings the active projection version was built with (the pointer's record),
+    else the environment's (`fold_settings`); a warning when they differ."""
+    pointer = await versions.open_pointer(settings)
+    try:
+        pointed = await pointer.get()
+    finally:
+        await pointer.close()
+    return versions.version_fold(pointed, pointed.active, fold_settings(settings))
+
+
 def fold_settings(settings: Settings) -> FoldSettings:
+    """The environment's fold settings: a new projection version's (see `active_fold_settings`)."""
     return FoldSettings(
         strategy=settings.strategy,
         celebrity_threshold=settings.celebrity_threshold,

@@ -13,6 +13,16 @@ use (`Runner.handle`). A record whose data is not base64 or not an event arrives
 failing. When the handler raises (the store refused), the shard's batch is not durable: its
 records are answered as failures, from its first record on, so Lambda (ReportBatchItemFailures)
 retries the shard from there. Other shards of the same event are unaffected.
+
+A switch of projection version (`fanline replay`) does not move the event source mapping: it
+keeps one position per shard for every version. Records the function applied to the old version
+after the replay's last position are then missing from the new one, since the mapping does not
+deliver them again. `GapFillingHandler` closes that gap: before the first batch of a shard it
+applies to a version, it folds, from the stream, the records between that version's applied
+mark for the shard and the batch (read after the mark). Later batches of the shard in the same
+container follow on from the ones before (the mapping runs one invocation per shard at a time,
+and every invocation looks at the pointer first), so they need no look. Records the version
+already has are skipped by the runner, so a look that finds nothing missing costs one read.
 """
 
 from __future__ import annotations
@@ -26,8 +36,11 @@ from typing import Any
 
 import msgspec
 
+from processors.runner import Runner
+from streams.consumer import to_batch
 from streams.delivery import Batch, Delivered, Handler, Undecodable
 from streams.events import EventDecodeError, decode
+from streams.log import Log, Position, ReadResult, sequence_key
 
 log = logging.getLogger(__name__)
 
@@ -111,3 +124,44 @@ async def handle_event(
                           len(batch.items), batch.items[0].sequence)
             failures.extend({"itemIdentifier": item.sequence} for item in batch.items)
     return {"batchItemFailures": failures}
+
+
+GAP_READ_LIMIT = 1000
+
+
+class GapFillingHandler:
+    """`Runner.handle` for one projection version, first folding from `log` what the version
+    lacks before a shard's first batch here (see the module docstring). One per version."""
+
+    def __init__(self, runner: Runner, log: Log, *, read_limit: int = GAP_READ_LIMIT) -> None:
+        self.runner = runner
+        self._log = log
+        self._read_limit = read_limit
+        self._continued: set[str] = set()  # shards whose batches here follow on from the last one
+        self.gap_records = 0  # folded from the stream, for the logs and the tests
+
+    async def __call__(self, batch: Batch) -> None:
+        if batch.items and batch.shard_id not in self._continued:
+            await self._fill_gap(batch.shard_id, batch.items[0].sequence)
+        await self.runner.handle(batch)
+        self._continued.add(batch.shard_id)
+
+    async def _fill_gap(self, shard_id: str, first_sequence: str) -> None:
+        self.runner.forget(shard_id)  # the mark as the store has it now, not a cached one
+        mark = (await self.runner.store.applied()).get(shard_id)
+        reader = self._log.reader(shard_id, Position.after(mark) if mark else Position.trim_horizon())
+        before = sequence_key(first_sequence)
+        folded = 0
+        while True:
+            result = await reader.read(self._read_limit)
+            gap = [r for r in result.records if sequence_key(r.sequence) < before]
+            if gap:
+                await self.runner.handle(to_batch(shard_id, ReadResult(gap, False, result.millis_behind)))
+                folded += len(gap)
+            reached = len(gap) < len(result.records) or result.end_of_shard
+            if reached or (not result.records and result.millis_behind == 0):
+                break
+        if folded:
+            log.info("shard %s: folded %d records the version lacked (after %s, before %s)",
+                     shard_id, folded, mark, first_sequence)
+        self.gap_records += folded

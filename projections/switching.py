@@ -4,6 +4,10 @@ Each call looks at the pointer at most once per `check_every_s` (one look at a t
 the calls waiting for it) and, when the active version changed, opens the new version's store
 and sends every later call there. Calls already running finish on the old store; old stores are
 closed with this one. A pointer that cannot be read keeps the current store (logged).
+
+Each version is read with the fan-out strategy it was built with (a push-built version has
+timelines, a pull-built one none): the opener answers it with the store, and
+`SwitchingTimelineReader` reads the current version's timelines with it.
 """
 
 from __future__ import annotations
@@ -15,18 +19,21 @@ from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
 
 from projections.records import DeadLetter, FeedPost, Mutation, Post, SortKey, TimelineEntry, User
 from projections.store import Store
-from projections.versions import VersionPointer
+from projections.timeline import Strategy, TimelinePage, TimelineReader
+from projections.versions import VersionPointer, Versions
 
 logger = logging.getLogger(__name__)
 
-Opener = Callable[[str], Awaitable[Store]]
+# The active version's store and its strategy, from the pointer's contents.
+Opener = Callable[[Versions], Awaitable[tuple[Store, Strategy]]]
 
 
 class SwitchingStore:
     def __init__(self, pointer: VersionPointer, open_version: Opener, version: str, store: Store,
-                 *, check_every_s: float = 1.0) -> None:
+                 strategy: Strategy, *, check_every_s: float = 1.0) -> None:
         self.pointer = pointer
         self.version = version
+        self.strategy = strategy
         self._open = open_version
         self._store = store
         self._stores = [store]
@@ -37,9 +44,9 @@ class SwitchingStore:
     @classmethod
     async def open(cls, pointer: VersionPointer, open_version: Opener, *,
                    check_every_s: float = 1.0) -> SwitchingStore:
-        version = (await pointer.get()).active
-        return cls(pointer, open_version, version, await open_version(version),
-                   check_every_s=check_every_s)
+        versions = await pointer.get()
+        store, strategy = await open_version(versions)
+        return cls(pointer, open_version, versions.active, store, strategy, check_every_s=check_every_s)
 
     async def current(self) -> Store:
         if time.monotonic() - self._checked < self._check_every_s:
@@ -47,12 +54,13 @@ class SwitchingStore:
         async with self._lock:
             if time.monotonic() - self._checked >= self._check_every_s:
                 try:
-                    active = (await self.pointer.get()).active
-                    if active != self.version:
-                        self._store = await self._open(active)
+                    versions = await self.pointer.get()
+                    if versions.active != self.version:
+                        self._store, self.strategy = await self._open(versions)
                         self._stores.append(self._store)
-                        logger.info("projections: switched from version %r to %r", self.version, active)
-                        self.version = active
+                        logger.info("projections: switched from version %r to %r (%s)", self.version,
+                                    versions.active, self.strategy)
+                        self.version = versions.active
                 except Exception:
                     logger.exception("projections: the version pointer could not be read; staying on %r",
                                      self.version)
@@ -136,3 +144,20 @@ class SwitchingStore:
         for store in stores:
             await store.close()
         await self.pointer.close()
+
+
+class SwitchingTimelineReader(TimelineReader):
+    """The timelines of the version a SwitchingStore is on, read with that version's strategy."""
+
+    def __init__(self, store: SwitchingStore) -> None:
+        super().__init__(store, store.strategy)
+        self._switching = store
+
+    @property
+    def strategy(self) -> Strategy:
+        return self._switching.strategy
+
+    async def page(self, user_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
+        store = await self._switching.current()
+        # No await between the two: the store and the strategy are the same version's.
+        return await TimelineReader(store, self._switching.strategy).page(user_id, limit, cursor)

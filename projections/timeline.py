@@ -72,14 +72,19 @@ class TimelineReader:
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
         self._store = store
-        self.strategy: Strategy = strategy
+        self._strategy = strategy
+
+    @property
+    def strategy(self) -> Strategy:
+        """The strategy the next page is read with."""
+        return self._strategy
 
     async def page(self, user_id: str, limit: int, cursor: str | None = None) -> TimelinePage:
         before = decode_cursor(cursor)
         _check_limit(limit)
-        if self.strategy == "push":
+        if self._strategy == "push":
             found = await self._store.timeline_feed(user_id, limit, before)
-        elif self.strategy == "hybrid":
+        elif self._strategy == "hybrid":
             found = await self._store.hybrid_feed(user_id, limit, before)
         else:
             followees = await self._store.following_ids(user_id)

@@ -5,7 +5,9 @@ being served and then moves the pointer. A version is a name: "" for the first o
 as it always was: `store.db`, tables `<prefix><table>`), then "r1", "r2", ... (`store-r1.db`,
 tables `<prefix>r1-<table>`). The pointer says which version the API reads and the processors
 write (`active`), which one a replay is building (`building`, so a replay killed part-way
-resumes it), and which ones are kept until `fanline replay --drop-old` (`old`).
+resumes it), which ones are kept until `fanline replay --drop-old` (`old`), and the fold
+settings each version was built with (`fold`: version -> `processors.settings.FoldSettings` as a
+plain mapping), so the processes that serve a version fold and read it as it was built.
 
 The pointer lives outside every version: a file beside the SQLite stores, replaced atomically
 by rename (`FilePointer`), or one item of its own DynamoDB table
@@ -35,6 +37,9 @@ class Versions(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     active: str = ""
     building: str | None = None
     old: tuple[str, ...] = ()
+    # Plain values (the fields of processors.settings.FoldSettings): projections do not import
+    # processors. A version without an entry (the first one, before any replay) has none recorded.
+    fold: dict[str, dict[str, str | int]] = {}
 
     def next_version(self) -> str:
         """The name after every version named here."""
@@ -55,7 +60,7 @@ _decoder = msgspec.json.Decoder(Versions)
 
 def decode_versions(raw: bytes | str) -> Versions:
     versions = _decoder.decode(raw)
-    for name in (versions.active, versions.building or "", *versions.old):
+    for name in (versions.active, versions.building or "", *versions.old, *versions.fold):
         check_version(name)
     return versions
 

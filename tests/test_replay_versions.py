@@ -16,6 +16,7 @@ from projections.memory_store import MemoryStore
 from projections.records import PutUser, User
 from projections.store import Store
 from projections.switching import SwitchingStore
+from projections.timeline import Strategy
 from projections.versions import FilePointer, VersionPointer, Versions, check_version
 
 
@@ -26,7 +27,8 @@ class PointerContract:
         assert await pointer.get() == Versions(active="", building=None, old=())
 
     async def test_set_then_get(self, pointer: VersionPointer) -> None:
-        versions = Versions(active="r2", building="r3", old=("", "r1"))
+        fold: dict[str, dict[str, str | int]] = {"r2": {"strategy": "push", "celebrity_threshold": 3}}
+        versions = Versions(active="r2", building="r3", old=("", "r1"), fold=fold)
         await pointer.set(versions)
         assert await pointer.get() == versions
         assert versions.next_version() == "r4"
@@ -41,6 +43,9 @@ class TestFilePointer(PointerContract):
         (tmp_path / "p.json").write_text('{"active": "../x"}')
         with pytest.raises(ValueError, match="not a projection version"):
             await FilePointer(tmp_path / "p.json").get()
+        (tmp_path / "q.json").write_text('{"active": "", "fold": {"../x": {}}}')
+        with pytest.raises(ValueError, match="not a projection version"):
+            await FilePointer(tmp_path / "q.json").get()
 
 
 class TestDynamoDBPointer(PointerContract):
@@ -73,16 +78,16 @@ async def test_switching_store_follows_the_pointer_within_its_interval(tmp_path:
     await stores["r1"].apply([PutUser(User("u1", "in_r1", ""))], "s", "1")
     opened: list[str] = []
 
-    async def open_version(version: str) -> Store:
-        opened.append(version)
-        return stores[version]
+    async def open_version(versions: Versions) -> tuple[Store, Strategy]:
+        opened.append(versions.active)
+        return stores[versions.active], "push" if versions.active else "hybrid"
 
     store = await SwitchingStore.open(pointer, open_version, check_every_s=0.2)
-    assert await store.users(["u1"]) == {}
+    assert await store.users(["u1"]) == {} and store.strategy == "hybrid"
     await pointer.set(Versions(active="r1", old=("",)))
     assert await store.users(["u1"]) == {}  # not looked at again yet
     await asyncio.sleep(0.25)
     found = await asyncio.gather(*(store.users(["u1"]) for _ in range(5)))
     assert all(set(f) == {"u1"} for f in found)
-    assert opened == ["", "r1"] and store.version == "r1"
+    assert opened == ["", "r1"] and store.version == "r1" and store.strategy == "push"
     await store.close()

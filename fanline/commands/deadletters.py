@@ -27,7 +27,7 @@ from typing import Any, cast
 import click
 
 from fanline.settings import Settings, SettingsError
-from fanline.wiring import fold_settings, open_store
+from fanline.wiring import active_fold_settings, open_store
 from processors.metrics import Metrics
 from processors.runner import Runner
 from projections.records import DeadLetter
@@ -70,10 +70,11 @@ def _item(letter: DeadLetter, sequence: str) -> Delivered | Undecodable:
 
 async def retry_letter(store: Store, settings: Settings, letter: DeadLetter) -> str | None:
     """Fold `letter` again; None when it folded (and was deleted), else why not."""
+    fold = await active_fold_settings(settings)  # the version's, as the processors fold it
     for _ in range(RETRY_ROUNDS):
         view = _Unmarked(store, letter)
         # cast: _Unmarked is a Store by delegation (__getattr__), which a Protocol check cannot see.
-        runner = Runner(cast(Store, view), fold_settings(settings), Metrics())
+        runner = Runner(cast(Store, view), fold, Metrics())
         before = (await store.applied()).get(letter.shard_id)
         at = before if before is not None and int(before) > int(letter.sequence) else letter.sequence
         await runner.handle(Batch(letter.shard_id, [_item(letter, at)], 0))

@@ -11,9 +11,14 @@
     fanline replay --drop-old      delete the versions a switch left behind.
 
 A replay killed part-way is resumed by the next `fanline replay` (the pointer names the version
-being built, and the runner skips what that version already applied). The fold settings are
-the process's (FANLINE_STRATEGY, --strategy, ...): replaying with others moves a deployment to
-them; start `fanline process` and `fanline api` with the same ones.
+being built, and the runner skips what that version already applied). A new version is built
+with the process's fold settings (FANLINE_STRATEGY, --strategy, ...), and the pointer records
+them with it: replaying with others moves a deployment to them, since `fanline process`,
+`fanline api` and the Lambda fold and read each version with its recorded settings. A resumed
+build keeps the settings it began with; --verify rebuilds with the live version's.
+
+--drop-old never deletes Terraform's tables: on the aws backend the first version ("", the
+tables `<prefix><table>`) is kept and named as Terraform's to remove.
 
 The last line printed is one JSON object: `events`, `events_per_s`, the baseline of the same run
 (`read_events_per_s`: reading and decoding the same events, folding nothing) and their ratio,
@@ -37,12 +42,12 @@ from fanline import versions as v
 from fanline.replay import Rebuilt, count_events, rebuild, seed_leases
 from fanline.settings import Settings, SettingsError
 from fanline.wiring import fold_settings, open_log
+from processors.settings import FoldSettings
 from projections.dynamodb_items import dynamodb_rows
 from projections.dynamodb_store import DynamoDBStore
 from projections.items import COMPARED_TABLES, differences
 from projections.sqlite_items import sqlite_rows
 from projections.store import Store
-from projections.versions import Versions
 from streams.archive import Archive
 from streams.log import Log
 
@@ -65,13 +70,13 @@ def _settings(data_dir: Path | None, endpoint_url: str | None, strategy: str | N
         raise click.UsageError(str(exc)) from exc
 
 
-async def _build(settings: Settings, log: Log, archive: Archive | None, store: Store,
+async def _build(fold: FoldSettings, log: Log, archive: Archive | None, store: Store,
                  until: dict[str, str] | None) -> tuple[Rebuilt, Rebuilt]:
     """The baseline pass (read and decode only; it also gives the ETA its total), then the rebuild."""
     counted = await count_events(log, archive, until)
     with tqdm(total=counted.events, unit="ev", unit_scale=True, file=sys.stderr, mininterval=0.5,
               desc="replay") as bar:
-        rebuilt = await rebuild(log, archive, store, fold_settings(settings), until=until,
+        rebuilt = await rebuild(log, archive, store, fold, until=until,
                                 progress=bar.update)
     return counted, rebuilt
 
@@ -94,10 +99,17 @@ async def replay(settings: Settings) -> dict[str, Any]:
         versions = await pointer.get()
         version = versions.building or versions.next_version()
         if versions.building is None:
-            await pointer.set(msgspec.structs.replace(versions, building=version))
+            fold = fold_settings(settings)
             click.echo(f"building projection version {version!r} (serving {versions.active!r})")
         else:
+            # The settings it began with, not today's environment: one version, one set of settings
+            # (the environment's for a build begun before the pointer recorded them).
+            fold = v.version_fold(versions, version, fold_settings(settings))
             click.echo(f"resuming the build of projection version {version!r} (serving {versions.active!r})")
+        if versions.building is None or version not in versions.fold:
+            recorded = {**versions.fold, version: v.fold_record(fold)}
+            await pointer.set(msgspec.structs.replace(versions, building=version, fold=recorded))
+        click.echo(f"fold settings of {version!r}: {v.fold_record(fold)}")
         log = await open_log(settings)
         stack.push_async_callback(log.close)
         archive = await v.open_archive(settings)
@@ -105,12 +117,13 @@ async def replay(settings: Settings) -> dict[str, Any]:
             stack.push_async_callback(archive.close)
         store = await v.open_store_version(settings, version, cache_mib=BUILD_CACHE_MIB)
         stack.push_async_callback(store.close)
-        counted, rebuilt = await _build(settings, log, archive, store, None)
+        counted, rebuilt = await _build(fold, log, archive, store, None)
         leases = await v.open_leases_version(settings, version)
         stack.push_async_callback(leases.close)
         await seed_leases(leases, log, store, rebuilt)
         versions = await pointer.get()
-        await pointer.set(Versions(active=version, building=None, old=(*versions.old, versions.active)))
+        await pointer.set(msgspec.structs.replace(versions, active=version, building=None,
+                                                  old=(*versions.old, versions.active)))
         click.echo(f"switched: the API now reads version {version!r}; {versions.active!r} is kept until "
                    "`fanline replay --drop-old`")
         return {**_figures(counted, rebuilt), "version": version, "previous": versions.active}
@@ -153,7 +166,8 @@ async def verify(settings: Settings) -> dict[str, Any]:
         scratch = await v.open_store_version(settings, SCRATCH, cache_mib=BUILD_CACHE_MIB)
         stack.push_async_callback(scratch.close)
         click.echo(f"verifying projection version {live_version!r} at {len(until)} shard positions")
-        counted, rebuilt = await _build(settings, log, archive, scratch, until)
+        fold = v.version_fold(versions, live_version, fold_settings(settings))
+        counted, rebuilt = await _build(fold, log, archive, scratch, until)
         count, shown = await _compare(settings, live, scratch, live_version)
         moved = await live.applied() != until
         if moved:
@@ -168,15 +182,24 @@ async def verify(settings: Settings) -> dict[str, Any]:
                 "version": live_version, "live_moved": moved}
 
 
-async def drop_old_versions(settings: Settings) -> list[str]:
+async def drop_old_versions(settings: Settings) -> tuple[list[str], list[str]]:
+    """Delete the old versions; answer those dropped and those kept because Terraform owns their
+    tables (both leave the pointer's `old`: they are no longer the replay's to delete)."""
     pointer = await v.open_pointer(settings, create=True)
     try:
         versions = await pointer.get()
+        dropped, kept = list[str](), list[str]()
         for old in versions.old:
-            if old != versions.active:
-                await v.drop_version(settings, old)
-        await pointer.set(msgspec.structs.replace(versions, old=()))
-        return list(versions.old)
+            if old == versions.active:
+                continue
+            if v.terraforms(settings, old):
+                kept.append(old)
+                continue
+            await v.drop_version(settings, old)
+            dropped.append(old)
+        fold = {name: record for name, record in versions.fold.items() if name not in dropped}
+        await pointer.set(msgspec.structs.replace(versions, old=(), fold=fold))
+        return dropped, kept
     finally:
         await pointer.close()
 
@@ -200,9 +223,13 @@ def replay_command(data_dir: Path | None, endpoint_url: str | None, strategy: st
     if settings.backend == "sqlite" and not (settings.data_dir / "log.db").exists():
         raise click.UsageError(f"no event log in {settings.data_dir} (is --data-dir right?)")
     if drop_old:
-        dropped = asyncio.run(drop_old_versions(settings))
+        dropped, kept = asyncio.run(drop_old_versions(settings))
         click.echo(f"dropped: {', '.join(repr(d) for d in dropped) or 'nothing'}")
-        click.echo(json.dumps({"dropped": dropped}))
+        for old in kept:
+            tables = f"{settings.table_prefix}<table>, {settings.table_prefix}leases"
+            click.echo(f"kept: version {old!r} (tables {tables}): Terraform owns them and would recreate "
+                       "them; nothing reads them now; they go with `terraform destroy`")
+        click.echo(json.dumps({"dropped": dropped, "kept": kept}))
         return
     if verify_:
         figures = asyncio.run(verify(settings))

@@ -38,6 +38,7 @@ from fanline.settings import Settings, SettingsError
 from fanline.wiring import fold_settings, open_accounts, open_graph, open_log
 from load.world import WorldSpec, ensure_world
 from processors.metrics import Metrics
+from projections.switching import SwitchingTimelineReader
 
 DEFAULT_WORLD_USERS = 300
 # A batch in hand is finished before the processors stop; a big one (the first world) on the
@@ -135,7 +136,10 @@ async def _serve_api(
         if world is not None and not stopper.requested:
             written = await ensure_world(log, settings.data_dir, WorldSpec(users=world))
             click.echo(f"world: wrote {written} events ({world} users)" if written else "world: exists")
-        app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=settings.strategy,
+        # Timelines are read with the strategy of the version being served (the pointer's record),
+        # which may not be FANLINE_STRATEGY's (a warning says so): it follows the switches.
+        app = create_app(log, store, accounts, secret=settings.signing_secret(), strategy=store.strategy,
+                         timelines=SwitchingTimelineReader(store),
                          consistency_wait_ms=settings.consistency_wait_ms,
                          celebrity_threshold=settings.celebrity_threshold,
                          graph=graph,

@@ -28,7 +28,9 @@ locals {
     "dynamodb:PutItem", "dynamodb:Query", "dynamodb:Scan",
     "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem", "dynamodb:DescribeTable",
   ]
-  # What Lambda's Kinesis event source mapping itself calls with the function's role.
+  # What Lambda's Kinesis event source mapping itself calls with the function's role. The function
+  # uses GetShardIterator and GetRecords too: after a version switch it reads the records the new
+  # version lacks (processors/lambda_handler.py, GapFillingHandler).
   kinesis_event_source = [
     "kinesis:DescribeStream", "kinesis:DescribeStreamSummary", "kinesis:GetRecords",
     "kinesis:GetShardIterator", "kinesis:ListShards", "kinesis:ListStreams",

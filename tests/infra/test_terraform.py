@@ -390,6 +390,9 @@ def test_task_roles_cover_every_call_of_the_adapters() -> None:
     # The Lambda path folds with the same store the processor service uses.
     store = adapters["projections/dynamodb_store.py"] - CREATE_ONLY
     assert store - {"dynamodb:DeleteItem"} <= roles["lambda"]
+    # After a version switch the function reads what the new version lacks from the stream.
+    reads = {"kinesis:GetShardIterator", "kinesis:GetRecords"}
+    assert reads <= set(_locals("iam.tf")["kinesis_event_source"])
 
 
 def test_roles_grant_nothing_the_code_does_not_call() -> None:

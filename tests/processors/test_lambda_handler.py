@@ -194,22 +194,25 @@ def test_batches_keep_sequence_order_within_a_shard_and_carry_the_lag() -> None:
 
 
 def test_the_lambda_entry_point_folds_into_dynamodb(
-    dynalite: emulators.Emulator, monkeypatch: pytest.MonkeyPatch
+    kinesalite: emulators.Emulator, dynalite: emulators.Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """fanline.aws_lambda.handler as Lambda calls it: settings from FANLINE_*, store on dynalite,
-    kept warm between invocations. (A plain function: the handler runs its own event loop.)"""
+    kept warm between invocations. (A plain function: the handler runs its own event loop.)
+    The stream (kinesalite, empty) is where it would read what a new version lacks."""
+    name = uuid.uuid4().hex[:8]
     monkeypatch.setenv("FANLINE_BACKEND", "aws")
     monkeypatch.setenv("FANLINE_ENDPOINT_URL", dynalite.endpoint_url)
-    monkeypatch.setenv("FANLINE_TABLE_PREFIX", f"lambda{uuid.uuid4().hex[:8]}-")
+    monkeypatch.setenv("FANLINE_KINESIS_ENDPOINT_URL", kinesalite.endpoint_url)
+    monkeypatch.setenv("FANLINE_STREAM_NAME", f"lambda-{name}")
+    monkeypatch.setenv("FANLINE_TABLE_PREFIX", f"lambda{name}-")
     handler = LambdaProcessor()
     try:
         first = {"Records": [record(SHARD_A, 1, registered("u1")), record(SHARD_A, 2, "bad")]}
         assert handler(first, None) == failures()
         second = {"Records": [record(SHARD_A, 3, posted("p1", "u1"))]}
         assert handler(second, None) == failures()
-        runner = handler._runner
-        assert runner is not None and handler._loop is not None
-        store = runner.store
+        assert handler.handler is not None and handler._loop is not None
+        store = handler.handler.runner.store
         assert handler._loop.run_until_complete(store.applied()) == {SHARD_A: seq(3)}
         posts = handler._loop.run_until_complete(store.recent_posts("u1", 10))
         assert [p.post_id for p in posts] == ["p1"]
