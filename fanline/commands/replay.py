@@ -34,6 +34,7 @@ import msgspec
 from tqdm import tqdm
 
 from fanline import versions as v
+from fanline.graph import drop_graph_version, replay_graph, verify_graph_version
 from fanline.replay import Rebuilt, count_events, rebuild, seed_leases
 from fanline.settings import Settings, SettingsError
 from fanline.wiring import fold_settings, open_log
@@ -109,11 +110,13 @@ async def replay(settings: Settings) -> dict[str, Any]:
         leases = await v.open_leases_version(settings, version)
         stack.push_async_callback(leases.close)
         await seed_leases(leases, log, store, rebuilt)
+        graph_figures = await replay_graph(settings, log, archive, version)  # FANLINE_GRAPH: its graph too
         versions = await pointer.get()
         await pointer.set(Versions(active=version, building=None, old=(*versions.old, versions.active)))
         click.echo(f"switched: the API now reads version {version!r}; {versions.active!r} is kept until "
                    "`fanline replay --drop-old`")
-        return {**_figures(counted, rebuilt), "version": version, "previous": versions.active}
+        return {**_figures(counted, rebuilt), **graph_figures, "version": version,
+                "previous": versions.active}
 
 
 async def _compare(
@@ -155,6 +158,7 @@ async def verify(settings: Settings) -> dict[str, Any]:
         click.echo(f"verifying projection version {live_version!r} at {len(until)} shard positions")
         counted, rebuilt = await _build(settings, log, archive, scratch, until)
         count, shown = await _compare(settings, live, scratch, live_version)
+        graph_figures = await verify_graph_version(settings, log, archive, live_version)  # FANLINE_GRAPH
         moved = await live.applied() != until
         if moved:
             click.echo("note: the live projections moved on during the comparison (processors running); "
@@ -164,7 +168,8 @@ async def verify(settings: Settings) -> dict[str, Any]:
             click.echo(f"  {line}")
         if count > len(shown):
             click.echo(f"  ... {count - len(shown)} more")
-        return {**_figures(counted, rebuilt), "identical": count == 0, "differences": count,
+        return {**_figures(counted, rebuilt), **graph_figures,
+                "identical": count == 0 and graph_figures.get("graph_identical", True), "differences": count,
                 "version": live_version, "live_moved": moved}
 
 
@@ -175,6 +180,7 @@ async def drop_old_versions(settings: Settings) -> list[str]:
         for old in versions.old:
             if old != versions.active:
                 await v.drop_version(settings, old)
+                drop_graph_version(settings, old)
         await pointer.set(msgspec.structs.replace(versions, old=()))
         return list(versions.old)
     finally:
