@@ -81,7 +81,7 @@ def _percentile(values: list[float], q: float) -> float:
 async def measure(data_dir: Path, readers: list[str]) -> SuggestionFigures:
     build_s = await build_graph(data_dir)
     graph = GremlinGraph.embedded(graph_path(data_dir))
-    traversing = GremlinGraph.embedded(graph_path(data_dir), sql_reads=False)
+    traversing = GremlinGraph.embedded(graph_path(data_dir), sql=False)
     store = SQLiteStore(store_path(data_dir))
     try:
         graph_ms: list[float] = []
