@@ -23,6 +23,7 @@ from projections.graph import GraphStore
 from projections.graph_gremlin import GremlinGraph
 from projections.sqlite_accounts import SQLiteAccounts
 from projections.store import Store
+from projections.versions import check_version
 from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.kinesis_log import KinesisLog
 from streams.leases import LeaseStore
@@ -73,24 +74,33 @@ async def open_accounts(settings: Settings) -> AccountStore:
     return accounts
 
 
-def open_graph(settings: Settings) -> GraphStore | None:
-    """The graph projection FANLINE_GRAPH names; None when it is off. It connects on first use."""
+def _graph_suffix(version: str) -> str:
+    return f"-{check_version(version)}" if version else ""
+
+
+def open_graph(settings: Settings, version: str = "") -> GraphStore | None:
+    """The graph projection FANLINE_GRAPH names; None when it is off. It connects on first use.
+    Embedded, each projection version has a graph of its own (graph.db, graph-r1.db, ...: see
+    fanline.graph); Neptune's is one graph, whatever the version."""
     if settings.graph == "off":
         return None
     if settings.graph == "embedded":
         _data_dir(settings)
-        return GremlinGraph.embedded(settings.data_dir / "graph.db")
+        return GremlinGraph.embedded(settings.data_dir / f"graph{_graph_suffix(version)}.db")
     if not settings.neptune_host:
         raise SettingsError("bad setting: FANLINE_GRAPH=neptune needs FANLINE_NEPTUNE_HOST")
     region = settings.region if settings.neptune_iam else None
     return GremlinGraph.neptune(settings.neptune_host, region=region)
 
 
-async def open_graph_leases(settings: Settings) -> LeaseStore:
-    """The graph processor's leases: its own table, so it checkpoints apart from the runner."""
+async def open_graph_leases(settings: Settings, version: str = "") -> LeaseStore:
+    """The graph processor's leases: its own table, so it checkpoints apart from the runner.
+    On SQLite one file per projection version (graph-leases.db, graph-leases-r1.db, ...)."""
     if settings.backend == "sqlite":
         _data_dir(settings)
-        return SQLiteLeaseStore(settings.data_dir / "graph-leases.db")
+        return SQLiteLeaseStore(settings.data_dir / f"graph-leases{_graph_suffix(version)}.db")
+    if version:
+        raise ValueError("the graph's leases on the aws backend have no versions")
     leases = await DynamoDBLeaseStore.connect(
         settings.table_prefix + "graph-leases", endpoint_url=settings.endpoint_url, region=settings.region
     )

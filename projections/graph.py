@@ -16,7 +16,7 @@ Adapter: `projections.graph_gremlin.GremlinGraph` (embedded gremlite, or Neptune
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,9 +55,16 @@ def rank_suggestions(
     is how many of the user's followees follow it. The user and those already followed are
     left out; ties go by user id, so every backend answers the same list.
     """
+    return rank_scores(user_id, followees, Counter(second_hop), limit)
+
+
+def rank_scores(
+    user_id: str, followees: Iterable[str], paths: Mapping[str, int], limit: int
+) -> list[tuple[str, int]]:
+    """`rank_suggestions` over counts already made: `paths[c]` two-hop paths end at c."""
     already = set(followees)
-    scores = Counter(c for c in second_hop if c != user_id and c not in already)
-    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
+    scores = [(c, n) for c, n in paths.items() if c != user_id and c not in already]
+    return sorted(scores, key=lambda kv: (-kv[1], kv[0]))[:limit]
 
 
 class GraphStore(Protocol):

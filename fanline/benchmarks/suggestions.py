@@ -2,10 +2,12 @@
 
 The world's log (fanline.benchmarks.read_world) is folded once by the graph processor into
 `graph.db` beside it (`graph.json`, written last, says it is complete). Then, in this process,
-for the same readers: `GremlinGraph.suggestions` (what the route asks when FANLINE_GRAPH is on)
-and `api.read.store_suggestions` over the SQLiteStore (the route's answer without a graph; the
-baseline). A first pass warms both (page cache; the graph's id -> user_id map, as a running
-server's would be); the second is timed. Every answer of the graph must equal the Store's.
+for the same readers, each in turn: `GremlinGraph.suggestions` (what the route asks when
+FANLINE_GRAPH=embedded: SQL over gremlite's quads), the same through the Gremlin traversal (what
+Neptune is asked: `traversal_*`), and `api.read.store_suggestions` over the SQLiteStore (the
+route's answer without a graph; the baseline). A first pass warms them (page cache; the graph's
+id -> user_id map, as a running server's would be); the second is timed. Every answer of the
+graph, either way, must equal the Store's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class SuggestionFigures:
     readers: int
     graph_p50_ms: float
     graph_p99_ms: float
+    traversal_p50_ms: float
+    traversal_p99_ms: float
     store_p50_ms: float
     store_p99_ms: float
     mismatches: int
@@ -77,9 +81,11 @@ def _percentile(values: list[float], q: float) -> float:
 async def measure(data_dir: Path, readers: list[str]) -> SuggestionFigures:
     build_s = await build_graph(data_dir)
     graph = GremlinGraph.embedded(graph_path(data_dir))
+    traversing = GremlinGraph.embedded(graph_path(data_dir), sql=False)
     store = SQLiteStore(store_path(data_dir))
     try:
         graph_ms: list[float] = []
+        traversal_ms: list[float] = []
         store_ms: list[float] = []
         mismatches = empty = 0
         for timed in (False, True):
@@ -87,19 +93,25 @@ async def measure(data_dir: Path, readers: list[str]) -> SuggestionFigures:
                 t0 = time.perf_counter()
                 from_graph = await graph.suggestions(reader, LIMIT)
                 t1 = time.perf_counter()
-                from_store = await store_suggestions(store, reader, LIMIT)
+                from_traversal = await traversing.suggestions(reader, LIMIT)
                 t2 = time.perf_counter()
+                from_store = await store_suggestions(store, reader, LIMIT)
+                t3 = time.perf_counter()
                 if timed:
                     graph_ms.append((t1 - t0) * 1000)
-                    store_ms.append((t2 - t1) * 1000)
-                    mismatches += from_graph != from_store
+                    traversal_ms.append((t2 - t1) * 1000)
+                    store_ms.append((t3 - t2) * 1000)
+                    mismatches += (from_graph != from_store) + (from_traversal != from_store)
                     empty += not from_graph
     finally:
         await store.close()
+        await traversing.close()
         await graph.close()
     return SuggestionFigures(
         graph_build_s=build_s, readers=len(readers),
         graph_p50_ms=round(statistics.median(graph_ms), 2), graph_p99_ms=_percentile(graph_ms, 0.99),
+        traversal_p50_ms=round(statistics.median(traversal_ms), 2),
+        traversal_p99_ms=_percentile(traversal_ms, 0.99),
         store_p50_ms=round(statistics.median(store_ms), 2), store_p99_ms=_percentile(store_ms, 0.99),
         mismatches=mismatches, empty=empty,
     )

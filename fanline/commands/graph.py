@@ -1,10 +1,12 @@
 """`fanline graph verify`: replay the log into a scratch graph up to the graph projection's marks
 and compare it with the graph, user by user (follow lists and handles).
 
-The graph is the one FANLINE_GRAPH names (embedded: graph.db in the data directory; neptune);
-the scratch graph is an embedded one in a temporary directory. Prints the first differences,
-`identical: true|false`, and last one JSON object: events, seconds, events_per_s, users,
-identical. Exits 1 when the graphs differ. Stop `fanline process` first (or the marks move on).
+The graph is the one FANLINE_GRAPH names (embedded: the active projection version's graph.db,
+graph-r1.db, ... in the data directory; neptune); the history is the archive's and the log's (as
+`fanline replay` reads them); the scratch graph is an embedded one in a temporary directory.
+Prints the first differences, `identical: true|false`, and last one JSON object: events,
+seconds, events_per_s, users, identical. Exits 1 when the graphs differ. Stop `fanline process`
+first (or the marks move on).
 """
 
 from __future__ import annotations
@@ -18,26 +20,30 @@ from typing import Any
 
 import click
 
-from fanline.graph import GraphCheck, GraphVerifyError, verify_graph
+from fanline import versions
+from fanline.graph import GraphCheck, GraphVerifyError, active_graph, verify_graph
 from fanline.settings import Settings, SettingsError
-from fanline.wiring import open_graph, open_log
+from fanline.wiring import open_log
 from projections.graph_gremlin import GremlinGraph
 
 SHOWN_DIFFERENCES = 10
 
 
 async def _verify(settings: Settings, scratch_dir: Path) -> GraphCheck:
-    graph = open_graph(settings)
+    graph = await active_graph(settings)
     if graph is None:
         raise click.UsageError("the graph projection is off: set FANLINE_GRAPH=embedded or neptune")
     log = await open_log(settings)
+    archive = await versions.open_archive(settings)
     scratch = GremlinGraph.embedded(scratch_dir / "graph.db")
     try:
-        return await verify_graph(graph, log, scratch)
+        return await verify_graph(graph, log, archive, scratch)
     except GraphVerifyError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         await scratch.close()
+        if archive is not None:
+            await archive.close()
         await log.close()
         await graph.close()
 

@@ -39,6 +39,7 @@ import msgspec
 from tqdm import tqdm
 
 from fanline import versions as v
+from fanline.graph import drop_graph_version, replay_graph, verify_graph_version
 from fanline.replay import Rebuilt, count_events, rebuild, seed_leases
 from fanline.settings import Settings, SettingsError
 from fanline.wiring import fold_settings, open_log
@@ -121,12 +122,14 @@ async def replay(settings: Settings) -> dict[str, Any]:
         leases = await v.open_leases_version(settings, version)
         stack.push_async_callback(leases.close)
         await seed_leases(leases, log, store, rebuilt)
+        graph_figures = await replay_graph(settings, log, archive, version)  # FANLINE_GRAPH: its graph too
         versions = await pointer.get()
         await pointer.set(msgspec.structs.replace(versions, active=version, building=None,
                                                   old=(*versions.old, versions.active)))
         click.echo(f"switched: the API now reads version {version!r}; {versions.active!r} is kept until "
                    "`fanline replay --drop-old`")
-        return {**_figures(counted, rebuilt), "version": version, "previous": versions.active}
+        return {**_figures(counted, rebuilt), **graph_figures, "version": version,
+                "previous": versions.active}
 
 
 async def _compare(
@@ -169,6 +172,7 @@ async def verify(settings: Settings) -> dict[str, Any]:
         fold = v.version_fold(versions, live_version, fold_settings(settings))
         counted, rebuilt = await _build(fold, log, archive, scratch, until)
         count, shown = await _compare(settings, live, scratch, live_version)
+        graph_figures = await verify_graph_version(settings, log, archive, live_version)  # FANLINE_GRAPH
         moved = await live.applied() != until
         if moved:
             click.echo("note: the live projections moved on during the comparison (processors running); "
@@ -178,7 +182,8 @@ async def verify(settings: Settings) -> dict[str, Any]:
             click.echo(f"  {line}")
         if count > len(shown):
             click.echo(f"  ... {count - len(shown)} more")
-        return {**_figures(counted, rebuilt), "identical": count == 0, "differences": count,
+        return {**_figures(counted, rebuilt), **graph_figures,
+                "identical": count == 0 and graph_figures.get("graph_identical", True), "differences": count,
                 "version": live_version, "live_moved": moved}
 
 
@@ -196,6 +201,7 @@ async def drop_old_versions(settings: Settings) -> tuple[list[str], list[str]]:
                 kept.append(old)
                 continue
             await v.drop_version(settings, old)
+            drop_graph_version(settings, old)
             dropped.append(old)
         fold = {name: record for name, record in versions.fold.items() if name not in dropped}
         await pointer.set(msgspec.structs.replace(versions, old=(), fold=fold))

@@ -33,9 +33,10 @@ from prometheus_client import REGISTRY, start_http_server
 from api.app import create_app
 from api.auth import Tokens
 from fanline import emulators
+from fanline.graph import open_following_graph
 from fanline.processing import open_following_store, run_processors
 from fanline.settings import Settings, SettingsError
-from fanline.wiring import fold_settings, open_accounts, open_graph, open_log
+from fanline.wiring import fold_settings, open_accounts, open_log
 from load.world import WorldSpec, ensure_world
 from processors.metrics import Metrics
 from projections.switching import SwitchingTimelineReader
@@ -130,7 +131,7 @@ async def _serve_api(
         stack.push_async_callback(store.close)
         accounts = await open_accounts(settings)
         stack.push_async_callback(accounts.close)
-        graph = open_graph(settings)  # FANLINE_GRAPH: suggestions and mutuals from the graph projection
+        graph = await open_following_graph(settings)  # FANLINE_GRAPH: suggestions, mutuals
         if graph is not None:
             stack.push_async_callback(graph.close)
         if world is not None and not stopper.requested:

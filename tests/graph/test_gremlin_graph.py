@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from load.world import WorldSpec, user_id, world_events
+from processors.graph_projection import GraphProjector
 from projections.graph import GraphUnavailable, PutEdge
 from projections.graph_gremlin import GremlinGraph
+from streams.delivery import Batch, Delivered
+from streams.events import UserFollowed, UserUnfollowed
 from tests.graph.graph_contract import GraphContract, follows
 
 
@@ -60,3 +64,37 @@ async def test_a_file_that_is_not_a_graph_is_refused_untouched(tmp_path: Path) -
         await graph.apply(follows("a>b"), "s1", "1")
     await graph.close()
     assert path.read_bytes() == before
+
+
+async def test_the_sql_shortcuts_answer_what_the_gremlin_traversals_answer(tmp_path: Path) -> None:
+    """The embedded graph reads suggestions and mutuals, and checks for an edge before adding it,
+    in SQL over gremlite's quads; the Gremlin traversals alone (what Neptune runs) must fold the
+    same world into the same graph and answer the same, on an empty graph and on the world."""
+    by_sql = GremlinGraph.embedded(tmp_path / "graph.db")
+    by_gremlin = GremlinGraph.embedded(tmp_path / "gremlin.db", sql=False)
+    try:
+        assert await by_sql.suggestions(user_id(1), 10) == [] == await by_gremlin.suggestions(user_id(1), 10)
+        assert await by_sql.mutuals(user_id(1), user_id(2)) == []
+        spec = WorldSpec(users=60, posts_per_user=0, popular=4, popular_share=0.4, follows_per_user=8, seed=2)
+        events = list(world_events(spec))
+        follows = [e for e in events if isinstance(e, UserFollowed)]
+        events += [UserUnfollowed(id=f"un-{n}", ts=e.ts, data=e.data) for n, e in enumerate(follows[::5])]
+        events += follows[:20]  # again: already there
+        batch = Batch("s", [Delivered("s", str(n + 1), e, 0) for n, e in enumerate(events)], 0)
+        for graph in (by_sql, by_gremlin):
+            await GraphProjector(graph).handle(batch)
+        assert await by_sql.follow_lists() == await by_gremlin.follow_lists()
+        users = [user_id(n) for n in range(spec.users)] + ["nobody"]
+        for user in users:
+            for limit in (1, 5, 100):
+                assert await by_sql.suggestions(user, limit) == await by_gremlin.suggestions(user, limit)
+        assert any([await by_sql.suggestions(user, 5) for user in users])
+        pairs = [*zip(users, users[1:] + users[:1], strict=True), (user_id(3), user_id(3))]
+        for a, b in pairs:
+            assert await by_sql.mutuals(a, b) == await by_gremlin.mutuals(a, b)
+        assert any([await by_sql.mutuals(a, b) for a, b in pairs])
+        for user in users:
+            assert await by_sql.following_ids(user) == await by_gremlin.following_ids(user)
+    finally:
+        await by_sql.close()
+        await by_gremlin.close()

@@ -18,6 +18,7 @@ async def test_suggestions_bench_on_a_small_world(tmp_path: Path) -> None:
     assert figures.mismatches == 0
     assert figures.empty < len(readers)  # compared answers are mostly not empty
     assert 0 < figures.graph_p50_ms <= figures.graph_p99_ms
+    assert 0 < figures.traversal_p50_ms <= figures.traversal_p99_ms
     assert 0 < figures.store_p50_ms <= figures.store_p99_ms
     built = json.loads((tmp_path / "graph.json").read_text())["build_s"]
     again = await measure(tmp_path, readers[:3])  # the graph is reused, not built again
