@@ -97,7 +97,7 @@ async def test_live_then_replayed_graph_is_identical_and_the_processor_moves_on(
     assert again["graph_identical"] is True and again["identical"] is True, again
     assert not (tmp_path / "graph-verify.db").exists()  # the scratch graph is dropped
 
-    assert await drop_old_versions(settings) == [""]
+    assert await drop_old_versions(settings) == ([""], [])
     assert not (tmp_path / "graph.db").exists() and not (tmp_path / "graph-leases.db").exists()
     assert (tmp_path / "graph-r1.db").exists()
     await log.close()
