@@ -14,7 +14,7 @@ import pytest
 
 from fanline import versions
 from fanline.commands.deadletters import retry_letter
-from fanline.commands.replay import replay
+from fanline.commands.replay import replay, verify
 from fanline.processing import open_following_store
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_log
@@ -101,6 +101,8 @@ async def test_the_processors_and_the_api_use_the_versions_settings(tmp_path: Pa
     page = await SwitchingTimelineReader(following).page("u2", 10)
     assert [item.post_id for item in page.items] == ["p8", "p7", "p6", "p5", "p4"]  # read with pull
     await following.close()
+    figures = await verify(settings)  # rebuilt with the version's pull, not the environment's push
+    assert figures["identical"] is True, figures
     await log.close()
 
 
