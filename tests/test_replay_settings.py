@@ -14,7 +14,7 @@ import pytest
 
 from fanline import versions
 from fanline.commands.deadletters import retry_letter
-from fanline.commands.replay import replay
+from fanline.commands.replay import replay, verify
 from fanline.processing import open_following_store
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_log
@@ -101,6 +101,8 @@ async def test_the_processors_and_the_api_use_the_versions_settings(tmp_path: Pa
     page = await SwitchingTimelineReader(following).page("u2", 10)
     assert [item.post_id for item in page.items] == ["p8", "p7", "p6", "p5", "p4"]  # read with pull
     await following.close()
+    figures = await verify(settings)  # rebuilt with the version's pull, not the environment's push
+    assert figures["identical"] is True, figures
     await log.close()
 
 
@@ -155,4 +157,32 @@ async def test_a_build_resumed_without_recorded_settings_records_the_ones_it_use
     await pointer.set(Versions(building="r1"))  # begun by a replay from before the pointer had `fold`
     await replay(settings)
     assert (await pointer.get()) == Versions(active="r1", old=("",), fold={"r1": PULL})
+    await log.close()
+
+
+async def test_at_a_switch_to_other_settings_the_processors_and_the_api_take_the_new_versions(
+    tmp_path: Path
+) -> None:
+    push = Settings.load({"data_dir": tmp_path, "strategy": "push"}, environ={})
+    log = await open_log(push)
+    processors = Processors(push, log)  # started with push, which version "" keeps
+    following = await open_following_store(push)
+    following._check_every_s = 0.0  # look at the pointer on every call
+    try:
+        await append(log, EVENTS[:5])
+        await wait_for(lambda: caught_up(push, log), 30)
+        assert following.strategy == "push"
+        await replay(Settings.load({"data_dir": tmp_path, "strategy": "pull"}, environ={}))  # r1: pull
+        await append(log, EVENTS[5:])
+        await wait_for(lambda: caught_up(push, log), 30)  # the processors folded 6..8 into r1
+        page = await SwitchingTimelineReader(following).page("u2", 10)
+        assert following.version == "r1" and following.strategy == "pull"
+        assert [item.post_id for item in page.items] == ["p8", "p7", "p6", "p5", "p4"]
+    finally:
+        await processors.stop()
+        await following.close()
+    r1 = await versions.open_store_version(push, "r1")
+    assert await r1.timeline_page("u2", 10, None) == []  # 6..8 folded with pull too
+    await r1.close()
+    assert (await verify(push))["identical"] is True
     await log.close()
