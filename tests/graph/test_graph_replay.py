@@ -83,7 +83,7 @@ async def test_live_then_replayed_graph_is_identical_and_the_processor_moves_on(
     assert first["graph_users"] == USERS
 
     switched = await replay(settings)
-    assert switched["version"] == "r1" and switched["graph_events"] == events
+    assert switched["version"] == "r1" and switched["graph_events"] == events and switched["graph_cpu_s"] > 0
     assert (tmp_path / "graph-r1.db").exists() and (tmp_path / "graph-leases-r1.db").exists()
     # On r1 now: a follow that arrives after the switch reaches r1's graph (its seeded leases).
     processors = Processors(settings, log)
