@@ -84,29 +84,29 @@ async def run_graph(settings: Settings, log: Log, worker_id: str, on_stop: OnSto
     if settings.graph == "off":
         return
     if not versioned(settings):
-        await _run_graph_version(settings, "", log, worker_id, on_stop, None)
+        await _run_graph_version(settings, "", log, worker_id, on_stop, follow_pointer=False)
         return
     stopping = asyncio.Event()
     on_stop(stopping.set)
     while not stopping.is_set():
         version = await versions.active_version(settings)
-        await _run_graph_version(settings, version, log, worker_id, on_stop, version)
+        await _run_graph_version(settings, version, log, worker_id, on_stop, follow_pointer=True)
 
 
 async def _run_graph_version(settings: Settings, version: str, log: Log, worker_id: str,
-                             on_stop: OnStop, watched: str | None) -> None:
-    """One version's graph until stopped, or (`watched` given) until the pointer leaves it."""
+                             on_stop: OnStop, *, follow_pointer: bool) -> None:
+    """One version's graph until stopped, or (`follow_pointer`) until the pointer leaves it."""
     graph = open_graph(settings, version)
     assert graph is not None
     try:
         leases = await open_graph_leases(settings, version)
-        if watched is None:
+        if not follow_pointer:
             await consume_on_own_leases(log, leases, GraphProjector(graph).handle, worker_id, on_stop)
             return
         try:
             consumer = Consumer(log, leases, GraphProjector(graph).handle, worker_id=worker_id)
             on_stop(consumer.stop)
-            watcher = asyncio.create_task(_stop_at_switch(settings, watched, consumer))
+            watcher = asyncio.create_task(_stop_at_switch(settings, version, consumer))
             try:
                 await consumer.run()
             finally:
