@@ -84,29 +84,29 @@ async def run_graph(settings: Settings, log: Log, worker_id: str, on_stop: OnSto
     if settings.graph == "off":
         return
     if not versioned(settings):
-        await _run_graph_version(settings, "", log, worker_id, on_stop, None)
+        await _run_graph_version(settings, "", log, worker_id, on_stop, follow_pointer=False)
         return
     stopping = asyncio.Event()
     on_stop(stopping.set)
     while not stopping.is_set():
         version = await versions.active_version(settings)
-        await _run_graph_version(settings, version, log, worker_id, on_stop, version)
+        await _run_graph_version(settings, version, log, worker_id, on_stop, follow_pointer=True)
 
 
 async def _run_graph_version(settings: Settings, version: str, log: Log, worker_id: str,
-                             on_stop: OnStop, watched: str | None) -> None:
-    """One version's graph until stopped, or (`watched` given) until the pointer leaves it."""
+                             on_stop: OnStop, *, follow_pointer: bool) -> None:
+    """One version's graph until stopped, or (`follow_pointer`) until the pointer leaves it."""
     graph = open_graph(settings, version)
     assert graph is not None
     try:
         leases = await open_graph_leases(settings, version)
-        if watched is None:
+        if not follow_pointer:
             await consume_on_own_leases(log, leases, GraphProjector(graph).handle, worker_id, on_stop)
             return
         try:
             consumer = Consumer(log, leases, GraphProjector(graph).handle, worker_id=worker_id)
             on_stop(consumer.stop)
-            watcher = asyncio.create_task(_stop_at_switch(settings, watched, consumer))
+            watcher = asyncio.create_task(_stop_at_switch(settings, version, consumer))
             try:
                 await consumer.run()
             finally:
@@ -170,6 +170,7 @@ class GraphVerifyError(Exception):
 class GraphRebuilt:
     events: int = 0  # records read (those the graph had applied already included)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0  # of this process, all threads (the graph's included)
     reached: Rebuilt = field(default_factory=Rebuilt)  # per shard the last record read; closed shards
 
 
@@ -180,7 +181,7 @@ async def rebuild_graph(log: Log, archive: Archive | None, graph: GraphStore, *,
     shard, parents first; `until`: per shard the last sequence (shards not named are skipped).
     Records at or before the graph's own applied marks are skipped: a rebuild killed part-way
     continues where its last batch ended."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     rebuilt = GraphRebuilt()
     projector = GraphProjector(graph)
     done = await graph.applied()
@@ -202,6 +203,7 @@ async def rebuild_graph(log: Log, archive: Archive | None, graph: GraphStore, *,
         if pending:
             await projector.handle(to_batch(shard_id, ReadResult(pending, False, 0)))
     rebuilt.seconds = time.perf_counter() - started
+    rebuilt.cpu_seconds = time.process_time() - cpu
     return rebuilt
 
 
@@ -245,7 +247,8 @@ async def replay_graph(settings: Settings, log: Log, archive: Archive | None, ve
             await leases.close()
     finally:
         await graph.close()
-    return {"graph_events": rebuilt.events, "graph_seconds": round(rebuilt.seconds, 3)}
+    return {"graph_events": rebuilt.events, "graph_seconds": round(rebuilt.seconds, 3),
+            "graph_cpu_s": round(rebuilt.cpu_seconds, 3)}
 
 
 # --- verifying --------------------------------------------------------------------------------
@@ -260,7 +263,8 @@ class GraphCheck:
 
 
 async def verify_graph(
-    graph: GraphStore, log: Log, archive: Archive | None, scratch: GraphStore
+    graph: GraphStore, log: Log, archive: Archive | None, scratch: GraphStore,
+    progress: Callable[[int], None] = lambda n: None,
 ) -> GraphCheck:
     """Replay the archive and the log into `scratch` up to `graph`'s applied marks and compare.
 
@@ -270,7 +274,7 @@ async def verify_graph(
     """
     started = time.perf_counter()
     until = await graph.applied()
-    rebuilt = await rebuild_graph(log, archive, scratch, until=until)
+    rebuilt = await rebuild_graph(log, archive, scratch, until=until, progress=progress)
     for shard_id, last in sorted(until.items()):
         if rebuilt.reached.last.get(shard_id) != last:
             raise GraphVerifyError(f"shard {shard_id}: the log ends before the graph's mark {last}; "
@@ -300,7 +304,8 @@ async def verify_graph_version(settings: Settings, log: Log, archive: Archive | 
         path.unlink(missing_ok=True)
     scratch = GremlinGraph.embedded(scratch_path)
     try:
-        check = await verify_graph(graph, log, archive, scratch)
+        with tqdm(unit="ev", unit_scale=True, file=sys.stderr, mininterval=0.5, desc="graph") as bar:
+            check = await verify_graph(graph, log, archive, scratch, bar.update)
     except GraphVerifyError as exc:
         raise click.ClickException(str(exc)) from exc
     finally:

@@ -9,7 +9,8 @@ Terraform (infra/), so nothing here needs create rights.
 Each `open_*` answers an open adapter; the caller closes it.
 
 The graph projection (FANLINE_GRAPH, off by default) has its own leases and checkpoints:
-graph-leases.db, or the table `<prefix>graph-leases` (Terraform's on AWS, like the others).
+graph-leases.db (graph-leases-r1.db, ... per projection version: fanline.graph), or the table
+`<prefix>graph-leases` (Terraform's on AWS, like the others).
 """
 
 from __future__ import annotations

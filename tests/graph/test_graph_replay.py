@@ -5,7 +5,9 @@ move to it with the store's pointer; `--verify` compares the graph and says when
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -13,14 +15,16 @@ from api.app import create_app
 from api.auth import Tokens
 from fanline import versions
 from fanline.commands.replay import drop_old_versions, replay, verify
-from fanline.graph import active_graph, open_following_graph
+from fanline.graph import active_graph, open_following_graph, rebuild_graph
 from fanline.processing import open_following_store
 from fanline.settings import Settings
 from fanline.wiring import open_accounts, open_graph, open_log
 from load.world import user_id
-from projections.graph import PutEdge
+from projections.graph import GraphMutation, GraphStore, PutEdge
+from projections.graph_gremlin import GremlinGraph
 from streams.events import FollowData, UserFollowed
 from streams.log import Log, Position
+from streams.sqlite_log import SQLiteLog
 from tests.replay_helpers import THRESHOLD, Processors, append, caught_up, history, wait_for
 
 USERS = 60
@@ -83,7 +87,7 @@ async def test_live_then_replayed_graph_is_identical_and_the_processor_moves_on(
     assert first["graph_users"] == USERS
 
     switched = await replay(settings)
-    assert switched["version"] == "r1" and switched["graph_events"] == events
+    assert switched["version"] == "r1" and switched["graph_events"] == events and switched["graph_cpu_s"] > 0
     assert (tmp_path / "graph-r1.db").exists() and (tmp_path / "graph-leases-r1.db").exists()
     # On r1 now: a follow that arrives after the switch reaches r1's graph (its seeded leases).
     processors = Processors(settings, log)
@@ -142,3 +146,42 @@ async def test_the_api_reads_the_new_versions_graph_after_the_switch(tmp_path: P
     for closing in (store, graph, accounts, log):
         assert closing is not None
         await closing.close()
+
+
+class CountingGraph:
+    """Counts the mutations applied through it (the rest is the inner graph's)."""
+
+    def __init__(self, inner: GraphStore) -> None:
+        self.inner = inner
+        self.mutations = 0
+
+    async def apply(self, mutations: Sequence[GraphMutation], shard_id: str, sequence: str) -> None:
+        self.mutations += len(mutations)
+        await self.inner.apply(mutations, shard_id, sequence)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+async def test_a_rebuild_killed_part_way_continues_after_its_last_batch(tmp_path: Path) -> None:
+    log = SQLiteLog(tmp_path / "log.db", shard_count=2)
+    await append(log, history(USERS))
+    halfway = {}
+    for shard in await log.shards():
+        records = (await log.reader(shard.shard_id, Position.trim_horizon()).read(10_000)).records
+        halfway[shard.shard_id] = records[len(records) // 2].sequence
+    resumed = CountingGraph(GremlinGraph.embedded(tmp_path / "resumed.db"))
+    whole = CountingGraph(GremlinGraph.embedded(tmp_path / "whole.db"))
+    try:
+        first = await rebuild_graph(log, None, resumed, until=halfway, batch=50)  # then "killed"
+        first_mutations = resumed.mutations
+        await rebuild_graph(log, None, resumed, batch=50)
+        await rebuild_graph(log, None, whole, batch=50)
+        assert first.events > 0 and 0 < first_mutations < whole.mutations
+        assert resumed.mutations == whole.mutations  # the second run skipped what the first applied
+        assert await resumed.follow_lists() == await whole.follow_lists()
+        assert await resumed.applied() == await whole.applied()
+    finally:
+        await resumed.inner.close()
+        await whole.inner.close()
+        await log.close()
