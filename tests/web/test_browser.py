@@ -195,9 +195,9 @@ def test_two_people_follow_post_read_unfollow_delete_and_watch_the_pipeline(
     compose.fill(text)
     expect(alice.page.locator("#compose-count")).to_have_text(f"{500 - len(text)} characters left")
     compose.fill("x" * 501)
-    expect(alice.page.get_by_role("button", name="Post")).to_be_disabled()
+    expect(alice.page.get_by_role("button", name="Post", exact=True)).to_be_disabled()
     compose.fill(text)
-    alice.page.get_by_role("button", name="Post").click()
+    alice.page.get_by_role("button", name="Post", exact=True).click()
     expect(alice.post_item(text)).to_be_visible()
     _fields_are_labelled(alice.page, at_least=2)
 
