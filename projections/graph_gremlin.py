@@ -12,8 +12,8 @@ P.without silently matches nothing, so scoring and exclusion happen here in Pyth
 two-hop id list (`rank_suggestions`). Its has_label(...) scans every vertex of the label, so
 lookups use has('user_id', ...) alone (an index seek).
 
-The embedded graph answers suggestions, mutuals and id -> user_id in SQL over gremlite's quads
-table instead (`_SECOND_HOP`: 20-40x faster); `embedded(path, sql=False)` keeps the
+The embedded graph answers suggestions, mutuals, id -> user_id and follow_lists in SQL over
+gremlite's quads table instead (`_SECOND_HOP`: 20-40x faster); `embedded(path, sql=False)` keeps the
 traversals, which tests compare the SQL answers with. Writes always go through Gremlin.
 
 Vertex ids are gremlite's integers (Neptune's strings): never reused and, since no user vertex
