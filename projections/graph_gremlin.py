@@ -13,8 +13,9 @@ two-hop id list (`rank_suggestions`). Its has_label(...) scans every vertex of t
 lookups use has('user_id', ...) alone (an index seek).
 
 The embedded graph answers suggestions, mutuals, id -> user_id and follow_lists in SQL over
-gremlite's quads table instead (`_SECOND_HOP`: 20-40x faster); `embedded(path, sql=False)` keeps the
-traversals, which tests compare the SQL answers with. Writes always go through Gremlin.
+gremlite's quads table instead (`_SECOND_HOP`: suggestions about 10x faster), and checks in SQL
+whether an edge exists before adding it; every write still goes through Gremlin.
+`embedded(path, sql=False)` keeps the traversals alone, which tests compare the SQL with.
 
 Vertex ids are gremlite's integers (Neptune's strings): never reused and, since no user vertex
 is ever dropped, each names one user_id for good; so the id -> user_id map is cached. Writers
