@@ -12,9 +12,10 @@ P.without silently matches nothing, so scoring and exclusion happen here in Pyth
 two-hop id list (`rank_suggestions`). Its has_label(...) scans every vertex of the label, so
 lookups use has('user_id', ...) alone (an index seek).
 
-The embedded graph answers suggestions, mutuals and id -> user_id in SQL over gremlite's quads
-table instead (`_SECOND_HOP`: 20-40x faster); `embedded(path, sql=False)` keeps the
-traversals, which tests compare the SQL answers with. Writes always go through Gremlin.
+The embedded graph answers suggestions, mutuals, id -> user_id and follow_lists in SQL over
+gremlite's quads table instead (`_SECOND_HOP`: suggestions about 10x faster), and checks in SQL
+whether an edge exists before adding it; every write still goes through Gremlin.
+`embedded(path, sql=False)` keeps the traversals alone, which tests compare the SQL with.
 
 Vertex ids are gremlite's integers (Neptune's strings): never reused and, since no user vertex
 is ever dropped, each names one user_id for good; so the id -> user_id map is cached. Writers
@@ -90,6 +91,11 @@ def _embedded_remote(path: Path, sql: bool) -> _Remote:
 # JOIN fix the plan: without statistics SQLite otherwise scans every edge through `pg` (100 ms).
 # The Gremlin traversals stay the reads on Neptune; tests check both answer the same.
 _FOLLOWEES = "SELECT o FROM quads INDEXED BY sp WHERE s = ?1 AND p = ?2"
+# Every vertex with its user_id (a property's quad: +vertex, +name string id, value, +property id;
+# a string value is its string id), and every edge of a label (the whole graph, for --verify).
+_USER_IDS = """SELECT q.s, v.v FROM quads AS q INDEXED BY pg JOIN strings AS v ON v.id = q.o
+    WHERE q.p = (SELECT id FROM strings WHERE v = ?1)"""
+_EDGES = "SELECT s, o FROM quads INDEXED BY pg WHERE p = -(SELECT id FROM strings WHERE v = ?1)"
 # Whether the edge a -label-> b exists. The label's id is looked up each time, never cached: in a
 # write transaction it may be new, and gone again after a rollback.
 _EDGE = """SELECT 1 FROM quads INDEXED BY ops
@@ -267,6 +273,8 @@ class GremlinGraph:
 
     async def follow_lists(self) -> dict[str, list[str]]:
         def read(r: _Remote) -> dict[str, list[str]]:
+            if r.sql is not None:
+                return self._sql_follow_lists(r.sql)
             rows = (r.g.V().has(USER_ID).project("u", "f")
                     .by(USER_ID).by(__.out(FOLLOWS).values(USER_ID).fold()).to_list())
             return {str(row["u"]): sorted(row["f"]) for row in rows}
@@ -311,6 +319,18 @@ class GremlinGraph:
         names = self._names(r, [*followees, *paths])
         return rank_scores(user_id, (names[v] for v in followees),
                            {names[v]: n for v, n in paths.items()}, limit)
+
+    def _sql_follow_lists(self, sql: sqlite3.Connection) -> dict[str, list[str]]:
+        # In one read transaction: the users and the edges of the same commit.
+        sql.execute("SAVEPOINT follow_lists")
+        try:
+            users = dict(sql.execute(_USER_IDS, (USER_ID,)).fetchall())
+            lists: dict[str, list[str]] = {user: [] for user in users.values()}
+            for source, target in sql.execute(_EDGES, (FOLLOWS,)):
+                lists[users[source]].append(users[target])
+        finally:
+            sql.execute("RELEASE follow_lists")
+        return {user: sorted(followees) for user, followees in lists.items()}
 
     def _sql_mutuals(self, r: _Remote, sql: sqlite3.Connection, a: str, b: str) -> list[str]:
         va, vb, follows = self._vertex(r.g, a), self._vertex(r.g, b), self._follows_p(sql)
