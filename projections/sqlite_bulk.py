@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,6 @@ from projections.sqlite_store import table_ddl
 from projections.tables import TABLES, TableSpec
 
 Row = tuple[Any, ...]
-# Rows per executemany: bounded memory for the parameters, few calls.
-CHUNK = 50_000
 
 
 def building_path(path: Path) -> Path:
@@ -59,10 +56,7 @@ def write_store(path: Path, rows: Callable[[TableSpec], Iterable[Row]], *, cache
             for ddl in table_ddl(spec):
                 conn.execute(ddl)
             insert = f"INSERT INTO {spec.name} VALUES ({', '.join('?' * len(spec.attributes))})"
-            table_rows = iter(rows(spec))
-            while chunk := list(islice(table_rows, CHUNK)):
-                conn.executemany(insert, chunk)
-                written += len(chunk)
+            written += conn.executemany(insert, rows(spec)).rowcount  # rows streamed, not listed
         conn.execute("COMMIT")
         conn.execute("PRAGMA journal_mode = WAL")  # kept in the file: what SQLiteStore opens with
     finally:
