@@ -69,6 +69,20 @@ def write_store(path: Path, rows: Callable[[TableSpec], Iterable[Row]], *, cache
     return written
 
 
+def sync_store(path: Path) -> None:
+    """Make everything committed to the store at `path` durable (after writes with synchronous
+    OFF): its WAL checkpointed into the file with fsyncs, then the file fsynced."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA synchronous = FULL")
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            raise RuntimeError(f"{path}: a reader kept the WAL from being checkpointed")
+    finally:
+        conn.close()
+    _fsync(path)
+
+
 def _unlink(path: Path, *suffixes: str) -> None:
     for suffix in suffixes:
         Path(f"{path}{suffix}").unlink(missing_ok=True)

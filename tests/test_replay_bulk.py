@@ -16,7 +16,7 @@ from processors.settings import FoldSettings
 from projections.items import COMPARED_TABLES, differences
 from projections.memory_store import MemoryStore
 from projections.records import DeleteTimelineEntries, PutTimelineEntries, TimelineEntry, TrimTimelines
-from projections.sqlite_bulk import building_path, has_applied, write_store
+from projections.sqlite_bulk import building_path, has_applied, sync_store, write_store
 from projections.sqlite_items import sqlite_rows
 from projections.sqlite_store import SQLiteStore
 from projections.tables import TABLES
@@ -124,3 +124,22 @@ async def test_the_timeline_heap_trims_the_oldest_live_entries() -> None:
     assert [e.ts for e in await store.timeline_page("u", 10, None)] == [199, 198, 197, 196]
     await store.apply([TrimTimelines(("u",), 0)], "s", "6")
     assert await store.timeline_page("u", 10, None) == []
+
+
+async def test_a_version_being_built_is_not_fsynced_per_batch_and_is_synced_after(tmp_path: Path) -> None:
+    path = tmp_path / "store-r1.db"
+    store = SQLiteStore(path, durable=False)
+    try:
+        assert await store._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == 0  # OFF
+        await store.apply([PutTimelineEntries((TimelineEntry("u", 5, "p", "a"),))], "s", "42")
+        assert Path(f"{path}-wal").stat().st_size > 0  # the batch is in the WAL only
+        sync_store(path)  # with the store still open, as `fanline replay` does before the switch
+        assert Path(f"{path}-wal").stat().st_size == 0  # checkpointed into the file
+        assert await store.applied() == {"s": "42"}
+    finally:
+        await store.close()
+    live = SQLiteStore(path)
+    try:
+        assert await live._run(lambda conn: conn.execute("PRAGMA synchronous").fetchone()[0]) == 2  # FULL
+    finally:
+        await live.close()

@@ -40,8 +40,9 @@ from fanline.wiring import fold_settings, open_log
 from projections.dynamodb_items import dynamodb_rows
 from projections.dynamodb_store import DynamoDBStore
 from projections.items import COMPARED_TABLES, differences
-from projections.sqlite_bulk import has_applied
+from projections.sqlite_bulk import has_applied, sync_store
 from projections.sqlite_items import sqlite_rows
+from projections.sqlite_store import SQLiteStore
 from projections.store import Store
 from projections.versions import Versions
 from streams.archive import Archive
@@ -84,7 +85,11 @@ async def _build(settings: Settings, stack: AsyncExitStack, version: str, log: L
         if (settings.backend == "sqlite" and counted.events <= bulk_max_events
                 and not await asyncio.to_thread(has_applied, path)):
             bulk = await bulk_rebuild(log, archive, path, folds, until=until, progress=bar.update)
-        store = await v.open_store_version(settings, version, cache_mib=BUILD_CACHE_MIB)
+        store: Store
+        if settings.backend == "sqlite":  # no fsync per batch: `replay` syncs it before the switch
+            store = SQLiteStore(path, cache_mib=BUILD_CACHE_MIB, durable=False)
+        else:
+            store = await v.open_store_version(settings, version, cache_mib=BUILD_CACHE_MIB)
         stack.push_async_callback(store.close)
         rebuilt = await rebuild(log, archive, store, folds, until=until, progress=bar.update, after=bulk)
     return counted, rebuilt, store
@@ -122,6 +127,8 @@ async def replay(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS) -> 
         leases = await v.open_leases_version(settings, version)
         stack.push_async_callback(leases.close)
         await seed_leases(leases, log, store, rebuilt)
+        if settings.backend == "sqlite":
+            await asyncio.to_thread(sync_store, v.store_path(settings, version))
         versions = await pointer.get()
         await pointer.set(Versions(active=version, building=None, old=(*versions.old, versions.active)))
         click.echo(f"switched: the API now reads version {version!r}; {versions.active!r} is kept until "
