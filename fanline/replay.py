@@ -58,6 +58,7 @@ class Rebuilt:
     ended: set[str] = field(default_factory=set)  # closed shards read to their end
     bulk_events: int = 0  # of `events`, those folded in memory and bulk-written
     bulk_rows: int = 0
+    bulk_write_seconds: float = 0.0  # of `seconds`, writing the bulk phase's rows
 
     @property
     def events_per_s(self) -> float:
@@ -138,7 +139,7 @@ async def rebuild(
     rebuilt = Rebuilt()
     if after is not None:
         rebuilt = Rebuilt(after.events, after.seconds, after.cpu_seconds, dict(after.last), set(after.ended),
-                          after.bulk_events, after.bulk_rows)
+                          after.bulk_events, after.bulk_rows, after.bulk_write_seconds)
     started, cpu = time.perf_counter(), time.process_time()
     order, in_log = await shard_order(log, archive)
     finished = {shard_id: asyncio.Event() for shard_id in order}
@@ -189,7 +190,9 @@ async def bulk_rebuild(
     store = MemoryStore()
     with _no_gc():
         rebuilt = await rebuild(log, archive, store, settings, until=until, progress=progress, batch=batch)
+        writing = time.perf_counter()
         rebuilt.bulk_rows = await asyncio.to_thread(write_store, path, store.rows)
+        rebuilt.bulk_write_seconds = time.perf_counter() - writing
         del store
     rebuilt.bulk_events = rebuilt.events
     rebuilt.seconds = time.perf_counter() - started

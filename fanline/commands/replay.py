@@ -15,9 +15,15 @@ being built, and the runner skips what that version already applied). The fold s
 the process's (FANLINE_STRATEGY, --strategy, ...): replaying with others moves a deployment to
 them; start `fanline process` and `fanline api` with the same ones.
 
+On the embedded backend a version with nothing applied yet is built on the bulk path (up to
+--bulk-max-events): the same runner folds into memory, the store file is written at once in
+key order, then the stream's tail is folded into it. Otherwise, and after it, batches stream
+into SQLite. Either way the version commits without fsync while it is built and is synced
+before the switch: nobody reads it before.
+
 The last line printed is one JSON object: `events`, `events_per_s`, the baseline of the same run
 (`read_events_per_s`: reading and decoding the same events, folding nothing) and their ratio,
-and for --verify `identical`.
+`path` (bulk or streaming) and `bulk_events`, and for --verify `identical`.
 """
 
 from __future__ import annotations
@@ -104,6 +110,7 @@ def _figures(counted: Rebuilt, rebuilt: Rebuilt) -> dict[str, Any]:
         "ratio_to_read": (round(rebuilt.events_per_s / counted.events_per_s, 4)
                           if counted.events_per_s else None),
         "path": "bulk" if rebuilt.bulk_events else "streaming", "bulk_events": rebuilt.bulk_events,
+        "bulk_rows": rebuilt.bulk_rows, "bulk_write_s": round(rebuilt.bulk_write_seconds, 3),
     }
 
 
