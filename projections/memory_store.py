@@ -1,13 +1,18 @@
-"""MemoryStore: the Store port in plain dicts, for unit tests of the folds and the API.
+"""MemoryStore: the Store port in plain dicts, for unit tests of the folds and the API, and the
+state a bulk replay folds into before writing it out in key order (`rows`, fanline.replay).
 
-Correct and simple rather than fast: lists are sorted when read. Nothing survives the process.
+Reads are simple rather than fast (lists are sorted when read); writes are fast, as a bulk
+replay applies millions of timeline entries: each timeline is a dict by key plus a heap of its
+keys, so a trim pops only what it removes. Nothing survives the process.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Sequence
-from typing import TypeVar
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from itertools import groupby
+from operator import attrgetter
+from typing import Any, TypeVar
 
 from projections import feed
 from projections.records import (
@@ -26,7 +31,7 @@ from projections.records import (
     TrimTimelines,
     User,
 )
-from projections.tables import sequence_position, sort_key
+from projections.tables import TableSpec, sequence_position, sort_key
 
 # Posts and timeline entries share the (ts, post_id) order.
 T = TypeVar("T", Post, TimelineEntry)
@@ -43,6 +48,20 @@ def _page(ids: Iterable[str], limit: int, after: str | None) -> list[str]:
     return sorted(i for i in ids if after is None or i > after)[:limit]
 
 
+_USER_ID = attrgetter("user_id")
+_ENTRY_KEY = attrgetter("ts", "post_id")  # TimelineEntry.key, without a Python call per entry
+_ENTRY_TS = attrgetter("ts")
+_AUTHOR_ID = attrgetter("author_id")
+
+
+def _check_ts(timestamps: Iterable[int]) -> None:
+    """sort_key's check of a ts, for many at once (min and max run in C: a push has thousands)."""
+    values = list(timestamps)
+    if values:
+        for ts in (min(values), max(values)):
+            sort_key((ts, ""))
+
+
 def _check(mutation: Mutation) -> None:
     """Raise ValueError for what the other stores cannot key (sort_key checks the ts)."""
     match mutation:
@@ -51,13 +70,47 @@ def _check(mutation: Mutation) -> None:
         case DeletePost(_, post_id, ts):
             sort_key((ts, post_id))
         case PutTimelineEntries(entries):
-            for entry in entries:
-                sort_key(entry.key)
+            _check_ts(map(_ENTRY_TS, entries))
         case DeleteTimelineEntries(keys):
-            for _, ts, post_id in keys:
-                sort_key((ts, post_id))
+            _check_ts(ts for _, ts, _ in keys)
         case TrimTimelines(_, cap) if cap < 0:
             raise ValueError(f"timeline cap {cap} is negative")
+
+
+class _Timeline:
+    """One user's timeline: each entry's author by the entry's key, and a min-heap of the keys
+    put (it may hold keys since deleted, skipped when popped), so a trim costs the entries it
+    removes, not a sort. Keys are shared by every timeline a post is in (MemoryStore._keys):
+    an entry costs a dict slot and a heap slot, ~60 bytes, which a 100K world's tens of
+    millions of entries need."""
+
+    __slots__ = ("authors", "heap")
+
+    def __init__(self) -> None:
+        self.authors: dict[SortKey, str] = {}
+        self.heap: list[SortKey] = []
+
+    def put(self, keys: list[SortKey], authors: Iterable[str]) -> None:
+        self.authors.update(zip(keys, authors, strict=True))
+        heap = self.heap
+        for key in keys:
+            heapq.heappush(heap, key)
+
+    def delete(self, key: SortKey) -> None:
+        self.authors.pop(key, None)
+        if len(self.heap) > 2 * len(self.authors) + 64:  # mostly deleted keys: start afresh
+            self.heap = list(self.authors)
+            heapq.heapify(self.heap)
+
+    def trim(self, cap: int) -> None:
+        """Keep the newest `cap`: the heap's smallest live keys are the oldest entries."""
+        authors, heap = self.authors, self.heap
+        while len(authors) > cap:
+            authors.pop(heapq.heappop(heap), None)
+
+    def entries(self, user_id: str) -> Iterator[TimelineEntry]:
+        for (ts, post_id), author_id in self.authors.items():
+            yield TimelineEntry(user_id, ts, post_id, author_id)
 
 
 class MemoryStore(feed.ComposedFeeds):
@@ -68,7 +121,8 @@ class MemoryStore(feed.ComposedFeeds):
         self._following: dict[str, set[str]] = {}
         self._posts: dict[str, Post] = {}
         self._posts_by_author: dict[str, dict[SortKey, Post]] = {}
-        self._timelines: dict[str, dict[SortKey, TimelineEntry]] = {}
+        self._timelines: dict[str, _Timeline] = {}
+        self._keys: dict[SortKey, SortKey] = {}  # one tuple per timeline key, shared
         self._dead: dict[tuple[str, str], DeadLetter] = {}
 
     # --- writes ----------------------------------------------------------------------------
@@ -103,16 +157,23 @@ class MemoryStore(feed.ComposedFeeds):
                 self._posts.pop(post_id, None)
                 self._posts_by_author.get(author_id, {}).pop((ts, post_id), None)
             case PutTimelineEntries(entries):
-                for entry in entries:
-                    self._timelines.setdefault(entry.user_id, {})[entry.key] = entry
+                # A runner's pushes come grouped by owner (processors.runner.coalesce).
+                timelines, shared = self._timelines, self._keys.setdefault
+                for user_id, owned in groupby(entries, _USER_ID):
+                    timeline = timelines.get(user_id)
+                    if timeline is None:
+                        timeline = timelines[user_id] = _Timeline()
+                    group = list(owned)
+                    keys = list(map(_ENTRY_KEY, group))
+                    timeline.put(list(map(shared, keys, keys)), map(_AUTHOR_ID, group))
             case DeleteTimelineEntries(keys):
                 for user_id, ts, post_id in keys:
-                    self._timelines.get(user_id, {}).pop((ts, post_id), None)
+                    if (timeline := self._timelines.get(user_id)) is not None:
+                        timeline.delete((ts, post_id))
             case TrimTimelines(user_ids, cap):
                 for user_id in user_ids:
-                    timeline = self._timelines.get(user_id, {})
-                    for key in sorted(timeline, reverse=True)[cap:]:
-                        del timeline[key]
+                    if (timeline := self._timelines.get(user_id)) is not None:
+                        timeline.trim(cap)
 
     async def applied(self) -> dict[str, str]:
         return dict(self._applied)
@@ -155,7 +216,8 @@ class MemoryStore(feed.ComposedFeeds):
     async def timeline_page(
         self, user_id: str, limit: int, before: SortKey | None
     ) -> list[TimelineEntry]:
-        return _newest_first(self._timelines.get(user_id, {}).values(), limit, before)
+        timeline = self._timelines.get(user_id)
+        return _newest_first(timeline.entries(user_id) if timeline else (), limit, before)
 
     # --- dead letters ----------------------------------------------------------------------
     async def put_dead_letter(self, letter: DeadLetter) -> None:
@@ -167,6 +229,51 @@ class MemoryStore(feed.ComposedFeeds):
 
     async def delete_dead_letter(self, shard_id: str, sequence: str) -> None:
         self._dead.pop((shard_id, sequence), None)
+
+    # --- export (a bulk replay writes these into an empty store) ----------------------------
+    def rows(self, spec: TableSpec) -> Iterator[tuple[Any, ...]]:
+        """Every item of a table as a row of its attributes in `projections.tables` order, in
+        key order (str order is SQLite's and DynamoDB's order of UTF-8 keys), as the SQLite
+        store keeps it: sort keys as `sort_key` strings, booleans as 0 or 1."""
+        match spec.name:
+            case "users":
+                for user_id in sorted(self._users):
+                    u = self._users[user_id]
+                    yield (u.user_id, u.handle, u.display_name, u.followers, int(u.celebrity))
+            case "followers" | "following":
+                edges = self._followers if spec.name == "followers" else self._following
+                for user_id in sorted(edges):
+                    for other in sorted(edges[user_id]):
+                        yield (user_id, other)
+            case "posts":
+                for author_id in sorted(self._posts_by_author):
+                    posts = self._posts_by_author[author_id]
+                    for key in sorted(posts):
+                        p = posts[key]
+                        yield (author_id, sort_key(key), p.post_id, p.body, p.ts)
+            case "posts_by_id":
+                for post_id in sorted(self._posts):
+                    p = self._posts[post_id]
+                    yield (post_id, p.author_id, p.body, p.ts)
+            case "timelines":
+                texts: dict[SortKey, str] = {}  # a post's key is in hundreds of timelines
+                for user_id in sorted(self._timelines):
+                    authors = self._timelines[user_id].authors
+                    for key in sorted(authors):
+                        text = texts.get(key)
+                        if text is None:
+                            text = texts[key] = sort_key(key)
+                        yield (user_id, text, key[1], authors[key], key[0])
+            case "applied":
+                for shard_id in sorted(self._applied):
+                    sequence = self._applied[shard_id]
+                    yield (shard_id, sequence, sequence_position(sequence))
+            case "dead_letters":
+                for shard_id, sequence in sorted(self._dead):
+                    d = self._dead[(shard_id, sequence)]
+                    yield (d.shard_id, d.sequence, d.error, d.payload, d.attempts, d.failed_at_ms)
+            case _:
+                raise ValueError(f"not a projection table: {spec.name!r}")
 
     # --- lifecycle -------------------------------------------------------------------------
     async def ping(self) -> None:

@@ -238,11 +238,18 @@ def _before(before: SortKey | None) -> str:
 
 
 class SQLiteStore:
-    def __init__(self, path: str | Path, *, attempts: int = 8, cache_mib: int = 0) -> None:
+    def __init__(
+        self, path: str | Path, *, attempts: int = 8, cache_mib: int = 0, durable: bool = True
+    ) -> None:
         """`cache_mib`: the writer's page cache (SQLite's default is 2 MiB); a replay gives it
-        hundreds, as its fan-out writes land all over a timelines table of millions of rows."""
+        hundreds, as its fan-out writes land all over a timelines table of millions of rows.
+        `durable=False` (a replay's version, read by nobody until the switch): commits are not
+        fsynced (synchronous OFF). A killed process loses nothing (the OS has the writes); a
+        power cut may lose the last batches, or more. The replay syncs the file before the
+        switch (projections.sqlite_bulk.sync_store)."""
         self._path = str(path)
         self._cache_mib = cache_mib
+        self._durable = durable
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-store")
         self._retrying = Retrying(
             retry=retry_if_exception(_is_busy),
@@ -273,7 +280,7 @@ class SQLiteStore:
             conn.execute("PRAGMA busy_timeout = 200")
             conn.execute("PRAGMA journal_mode = WAL")
             # FULL: a committed batch survives a power cut, so the checkpoint never runs ahead.
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'OFF'}")
             if self._cache_mib > 0:
                 conn.execute(f"PRAGMA cache_size = -{int(self._cache_mib) * 1024}")
             with _transaction(conn):
