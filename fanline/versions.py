@@ -144,7 +144,8 @@ async def drop_version(settings: Settings, version: str) -> None:
         raise ValueError(f"projection version {version!r}: its tables are Terraform's; not deleting them")
     if settings.backend == "sqlite":
         for path in (store_path(settings, version), leases_path(settings, version)):
-            for extra in ("", "-wal", "-shm", "-journal"):
+            # ".bulk": what a bulk replay killed while writing left (projections.sqlite_bulk)
+            for extra in ("", "-wal", "-shm", "-journal", ".bulk"):
                 Path(f"{path}{extra}").unlink(missing_ok=True)
         return
     store = await DynamoDBStore.connect(endpoint_url=settings.endpoint_url, region=settings.region,
