@@ -281,7 +281,8 @@ async def retrieval(url: str, tokens: Tokens, world: TieredWorld, options: Optio
 async def _background(
     url: str, tokens: Tokens, users: int, rps: float, stop: asyncio.Event, tally: Counter[str]
 ) -> None:
-    """80 % reads, 20 % posts at about `rps` requests per second until stopped."""
+    """80 % reads, 20 % posts at about `rps` requests per second until stopped; an empty or
+    malformed page is tallied as the problem it is, not as ok."""
     rng = random.Random(11)
     async with httpx.AsyncClient(timeout=30) as client:
         while not stop.is_set():
@@ -290,11 +291,13 @@ async def _background(
             try:
                 if rng.random() < 0.8:
                     answer = await client.get(f"{url}/v1/users/{who}/timeline", headers=auth)
-                    ok = answer.status_code == 200
+                    problem = page_problem(answer.status_code, answer.json())
                 else:
                     answer = await client.post(f"{url}/v1/posts", json={"body": "background"}, headers=auth)
-                    ok = answer.status_code == 202
-                tally["ok" if ok else f"status {answer.status_code}"] += 1
+                    problem = None if answer.status_code == 202 else f"status {answer.status_code}"
+                tally[problem or "ok"] += 1
+            except ValueError:
+                tally["not JSON"] += 1
             except httpx.HTTPError as exc:
                 tally[type(exc).__name__] += 1
             with contextlib.suppress(TimeoutError):
