@@ -1,23 +1,26 @@
-"""One world, three strategies: the log is generated and loaded once, each strategy's
-projections are replayed from it.
+"""One world, three strategies: the world's log is generated and appended once, each
+strategy's projections are replayed from it.
 
-    <worlds>/<scale>-base       the world as `fanline world` builds it (hybrid projections),
-                                or a copy of a prebuilt one; never served, so its log stays
+    <worlds>/<scale>-base       the world's log (bulk-appended through the Log port, no
+                                projections), or a copy of a world `fanline world` built
+                                (log and hybrid projections); never served, so its log stays
                                 exactly the world's events
-    <worlds>/<scale>-<strategy> a copy of the base's log; the hybrid one takes the base's
-                                projections and leases too, push and pull get theirs by
-                                `fanline.replay.rebuild` (the replay's own fold, in batches of
-                                thousands) with their leases seeded where the rebuild stopped
+    <worlds>/<scale>-<strategy> a copy of the base's log with the strategy's projections:
+                                replayed by `fanline.replay.rebuild` (the processors' fold, in
+                                batches of thousands), the processors' leases seeded where it
+                                stopped; copied when the base already holds them
 
-The base's log is also archived once (`fanline up` runs an archiver beside the processors, and
-on a fresh world it would spend its first half minute reading all of it, just while the first
-experiments measure); every strategy's world takes a copy of the archive and its leases.
+The missing worlds are made at once, one process each (a replay is one busy thread, and
+nothing is measured yet), beside a process archiving the base's log: `fanline up` runs an
+archiver next to the processors, and on a fresh world it would spend its first half minute
+reading all of it just while the first experiments measure, so every world takes a copy of
+the finished archive and its leases.
 
 A strategy's world is made in `<dir>.partial` and renamed when complete, so an interrupted
 preparation leaves no half world that a later run would take for a whole one. Each marker
 (`tiered-world.json`) says how its world was made and how long that took; for a replayed world
 the posts and timeline entries are counted from the mutations the rebuild applied, as the
-processors' metrics count them for a loaded one.
+processors' metrics count them when `fanline world` loads one.
 """
 
 from __future__ import annotations
@@ -29,17 +32,19 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from fanline import versions
 from fanline.commands.replay import BUILD_CACHE_MIB
-from fanline.commands.world import MARKER, build, read_marker
+from fanline.commands.world import MARKER, read_marker
 from fanline.consuming import consume_on_own_leases
 from fanline.replay import rebuild, seed_leases
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_leases, open_log
+from load.loader import append_all
 from load.tiers import TieredWorld
 from processors.archive import Archiver
 from processors.metrics import measure
@@ -48,8 +53,8 @@ from projections.sqlite_store import SQLiteStore
 from streams.leases import SHARD_END, TRIM_HORIZON
 from streams.log import sequence_key
 
-BASE_STRATEGY = "hybrid"  # what `fanline world` loads by default, and the prebuilt worlds hold
-LOG_FILES = ("log.db", "log.db-wal", "archive-leases.db", "archive-leases.db-wal")
+LOG_FILES = ("log.db", "log.db-wal")
+ARCHIVE_FILES = ("archive-leases.db", "archive-leases.db-wal")
 ARCHIVE_DIR = "archive"
 ARCHIVE_POLL_S = 0.5
 PROJECTION_FILES = ("store.db", "store.db-wal", "leases.db", "leases.db-wal")
@@ -78,14 +83,14 @@ def strategy_dir(worlds: Path, scale: str, strategy: str) -> Path:
     return worlds / f"{scale}-{strategy}"
 
 
-def _copy(source: Path, target: Path, names: Sequence[str]) -> None:
-    """The log's archive and the named SQLite files (with their write-ahead logs when present)
-    of a world no process has open."""
+def _copy(source: Path, target: Path, names: Sequence[str], archive: bool = False) -> None:
+    """The named SQLite files (with their write-ahead logs when present), and the archive's
+    directory if asked, of a world no process writes to."""
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
         if (source / name).exists():
             shutil.copyfile(source / name, target / name)
-    if (source / ARCHIVE_DIR).exists():
+    if archive and (source / ARCHIVE_DIR).exists():
         shutil.copytree(source / ARCHIVE_DIR, target / ARCHIVE_DIR)
 
 
@@ -98,21 +103,17 @@ def _holds(marks: dict[str, str], checkpoints: dict[str, str]) -> bool:
     )
 
 
-async def archive_world(data_dir: Path) -> None:
-    """Run the archiver of `fanline up` on the world until the archive holds what its
-    projections hold (nothing to do when it already does)."""
+async def archive_world(data_dir: Path, log_end: dict[str, str]) -> float:
+    """Run the archiver of `fanline up` on the world until the archive holds the log up to
+    `log_end` (per shard, the last sequence); the seconds it took (none when it already did)."""
+    began = time.monotonic()
     settings = Settings.load({"data_dir": data_dir})
-    leases = await open_leases(settings)
-    try:
-        checkpoints = {lease.shard_id: lease.checkpoint for lease in await leases.list()}
-    finally:
-        await leases.close()
     archive = await versions.open_archive(settings)
     assert archive is not None  # the sqlite backend always has its local archive
     log = await open_log(settings)
     try:
-        if _holds(await archive.marks(), checkpoints):
-            return
+        if _holds(await archive.marks(), log_end):
+            return 0.0
         stops: list[Callable[[], None]] = []
         archiver = consume_on_own_leases(
             log, await versions.open_archive_leases(settings), Archiver(archive).handle,
@@ -120,17 +121,46 @@ async def archive_world(data_dir: Path) -> None:
         )
         running = asyncio.create_task(archiver)
         try:
-            while not running.done() and not _holds(await archive.marks(), checkpoints):
+            while not running.done() and not _holds(await archive.marks(), log_end):
                 await asyncio.sleep(ARCHIVE_POLL_S)
         finally:
             for stop in stops:
                 stop()  # the batch in hand is finished and checkpointed first
             await running
-        if not _holds(await archive.marks(), checkpoints):
+        if not _holds(await archive.marks(), log_end):
             raise RuntimeError(f"the archiver of {data_dir} stopped before it held the world")
     finally:
         await log.close()
         await archive.close()
+    return round(time.monotonic() - began, 1)
+
+
+async def _checkpoints(settings: Settings) -> dict[str, str]:
+    leases = await open_leases(settings)
+    try:
+        return {lease.shard_id: lease.checkpoint for lease in await leases.list()}
+    finally:
+        await leases.close()
+
+
+async def append_world(settings: Settings, world: TieredWorld) -> dict[str, Any]:
+    """Generate the world's events and append them to the settings' log: the base's marker."""
+    began = time.monotonic()
+    total = world.event_count()  # draws the graph
+    graph_s = time.monotonic() - began
+    log = await open_log(settings)
+    try:
+        log_end = await append_all(log, world.events(), total, progress=True)
+    finally:
+        await log.close()
+    return {
+        "users": world.users, "seed": world.seed, "posts_per_user": world.posts_per_user,
+        "now_ms": world.now_ms, "events": total, "strategy": None,
+        "celebrity_threshold": world.celebrity_threshold(), "graph_s": round(graph_s, 1),
+        "append_s": round(time.monotonic() - began - graph_s, 1), "process_s": 0.0,
+        "total_s": round(time.monotonic() - began, 1), "log_end": log_end,
+        "distribution": [asdict(s) for s in world.distribution()],
+    }
 
 
 def _check(marker: dict[str, Any], where: Path, world: TieredWorld) -> None:
@@ -144,34 +174,29 @@ def ensure_base(
     worlds: Path, scale: str, world: TieredWorld, prebuilt: Path | None, say: Callable[[str], None]
 ) -> dict[str, Any]:
     """The scale's base world: kept, else copied from `prebuilt` (a `fanline world` directory,
-    only read), else generated and loaded here."""
+    only read), else generated and appended here."""
     target = base_dir(worlds, scale)
     marker = read_marker(target)
     if marker is None:
         began = time.monotonic()
-        if target.exists():
-            shutil.rmtree(target)  # an interrupted build: no marker, so not a world
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
         if prebuilt is not None:
             source = read_marker(prebuilt)
             if source is None:
                 raise RuntimeError(f"{prebuilt} holds no world ({MARKER})")
             _check(source, prebuilt, world)
-            partial = target.with_name(target.name + ".partial")
-            shutil.rmtree(partial, ignore_errors=True)
-            _copy(prebuilt, partial, (*LOG_FILES, *PROJECTION_FILES))
-            (partial / MARKER).write_text(json.dumps({**source, "copied_from": str(prebuilt)}, indent=1))
-            partial.rename(target)
+            _copy(prebuilt, partial, (*LOG_FILES, *PROJECTION_FILES, *ARCHIVE_FILES), archive=True)
+            # Its processors caught up with the whole log: their checkpoints are where it ends.
+            log_end = asyncio.run(_checkpoints(Settings.load({"data_dir": partial})))
+            marker = {**source, "copied_from": str(prebuilt), "log_end": log_end}
             say(f"world {scale}: copied from {prebuilt} in {time.monotonic() - began:.1f} s")
         else:
-            settings = Settings.load({"data_dir": target, "strategy": BASE_STRATEGY})
-            build(settings, world, None, progress=True)
-            say(f"world {scale}: generated and loaded in {time.monotonic() - began:.1f} s")
-        marker = read_marker(target)
-        assert marker is not None
+            marker = asyncio.run(append_world(Settings.load({"data_dir": partial}), world))
+            say(f"world {scale}: {marker['events']:,} events generated and appended in {marker['total_s']} s")
+        (partial / MARKER).write_text(json.dumps(marker, indent=1))
+        partial.rename(target)
     _check(marker, target, world)
-    began = time.monotonic()
-    asyncio.run(archive_world(target))
-    say(f"world {scale}: archived in {time.monotonic() - began:.1f} s")
     return marker
 
 
@@ -203,37 +228,26 @@ async def replay_into(data_dir: Path, strategy: str, threshold: int) -> dict[str
     }
 
 
-def derive(worlds: Path, scale: str, strategy: str, base: dict[str, Any]) -> dict[str, Any]:
-    """The strategy's world from the base's log (see the module's docstring); its marker."""
-    target = strategy_dir(worlds, scale, strategy)
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    began = time.monotonic()
-    source = base_dir(worlds, scale)
-    same = strategy == base["strategy"]
-    _copy(source, partial, (*LOG_FILES, *PROJECTION_FILES) if same else LOG_FILES)
-    copy_s = round(time.monotonic() - began, 1)
-    marker = {key: value for key, value in base.items() if key != "copied_from"}
-    marker.update(strategy=strategy, derived_from=str(source), copy_s=copy_s)
-    if not same:
-        replayed = asyncio.run(replay_into(partial, strategy, int(base["celebrity_threshold"])))
-        if replayed["events"] != base["events"]:
-            found, wanted = replayed["events"], base["events"]
-            raise RuntimeError(f"{source}: {found} events in the log, {wanted} in the world")
-        marker.update(replayed, append_s=0.0, process_s=replayed["replay_s"])
-    marker["total_s"] = round(time.monotonic() - began, 1)
-    (partial / MARKER).write_text(json.dumps(marker, indent=1))
-    partial.rename(target)
-    return marker
+def derive(partial: Path, strategy: str, base: dict[str, Any]) -> dict[str, Any]:
+    """Replay the strategy's projections in `partial`, which holds a copy of the base's log;
+    the figures for its marker."""
+    replayed = asyncio.run(replay_into(partial, strategy, int(base["celebrity_threshold"])))
+    if replayed["events"] != base["events"]:
+        found, wanted = replayed["events"], base["events"]
+        raise RuntimeError(f"{partial}: {found} events in the log, {wanted} in the world")
+    return {**replayed, "append_s": 0.0, "process_s": replayed["replay_s"]}
+
+
+def _archive(data_dir: Path, log_end: dict[str, str]) -> float:
+    return asyncio.run(archive_world(data_dir, log_end))
 
 
 def ensure_strategy_worlds(
     worlds: Path, scale: str, strategies: Sequence[str], world: TieredWorld, prebuilt: Path | None,
     say: Callable[[str], None],
 ) -> dict[str, dict[str, Any]]:
-    """Each strategy's world at this scale: kept, else derived from the base (made first). The
-    missing ones are derived at once, each in a process of its own: a replay is one busy
-    thread, and nothing is measured yet."""
+    """Each strategy's world at this scale: kept, else made from the base (see the module's
+    docstring)."""
     markers = {strategy: read_marker(strategy_dir(worlds, scale, strategy)) for strategy in strategies}
     missing = [strategy for strategy, marker in markers.items() if marker is None]
     for strategy in missing:
@@ -241,13 +255,7 @@ def ensure_strategy_worlds(
             target = strategy_dir(worlds, scale, strategy)
             raise RuntimeError(f"{target} holds no world ({MARKER}): remove it, or use another --worlds")
     if missing:
-        base = ensure_base(worlds, scale, world, prebuilt, say)
-        with ProcessPoolExecutor(len(missing), mp_context=multiprocessing.get_context("spawn")) as pool:
-            derived = {s: pool.submit(derive, worlds, scale, s, base) for s in missing}
-            for strategy, future in derived.items():
-                marker = markers[strategy] = future.result()
-                how = "copied" if strategy == base["strategy"] else f"replayed in {marker['replay_s']} s"
-                say(f"world {scale} {strategy}: {how}, {marker['total_s']} s in all")
+        _make(worlds, scale, missing, ensure_base(worlds, scale, world, prebuilt, say), markers, say)
     out = {}
     for strategy, found in markers.items():
         assert found is not None
@@ -257,3 +265,39 @@ def ensure_strategy_worlds(
             raise RuntimeError(f"{where} holds the {found['strategy']} projections, not {strategy}")
         out[strategy] = found
     return out
+
+
+def _make(
+    worlds: Path, scale: str, strategies: Sequence[str], base: dict[str, Any],
+    markers: dict[str, dict[str, Any] | None], say: Callable[[str], None],
+) -> None:
+    source = base_dir(worlds, scale)
+    began = time.monotonic()
+    partials = {}
+    for strategy in strategies:  # before the archiver opens the base's log
+        partials[strategy] = strategy_dir(worlds, scale, strategy).with_name(f"{scale}-{strategy}.partial")
+        shutil.rmtree(partials[strategy], ignore_errors=True)
+        copied = (*LOG_FILES, *PROJECTION_FILES) if strategy == base["strategy"] else LOG_FILES
+        _copy(source, partials[strategy], copied)
+    copy_s = round(time.monotonic() - began, 1)
+    context = multiprocessing.get_context("spawn")  # no forking of a process with threads
+    with ProcessPoolExecutor(len(strategies) + 1, mp_context=context) as pool:
+        archived = pool.submit(_archive, source, base["log_end"])
+        replays: dict[str, Future[dict[str, Any]]] = {
+            s: pool.submit(derive, partials[s], s, base) for s in strategies if s != base["strategy"]
+        }
+        say(f"world {scale}: archived in {archived.result()} s")
+        for strategy in strategies:
+            marker = {key: value for key, value in base.items() if key != "copied_from"}
+            marker.update(strategy=strategy, derived_from=str(source), copy_s=copy_s)
+            if strategy in replays:
+                marker.update(replays[strategy].result())
+                how = f"replayed in {marker['replay_s']} s ({marker['replay_cpu_s']} CPU-s)"
+            else:
+                how = "copied"
+            _copy(source, partials[strategy], ARCHIVE_FILES, archive=True)
+            marker["total_s"] = round(time.monotonic() - began, 1)
+            (partials[strategy] / MARKER).write_text(json.dumps(marker, indent=1))
+            partials[strategy].rename(strategy_dir(worlds, scale, strategy))
+            markers[strategy] = marker
+            say(f"world {scale} {strategy}: {how}, ready after {marker['total_s']} s")

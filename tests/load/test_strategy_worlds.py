@@ -37,9 +37,8 @@ def test_each_strategy_world_is_the_world_loaded_with_that_strategy(tmp_path: Pa
     assert {m["events"] for m in markers.values()} == {WORLD.event_count()}
     assert markers["pull"]["timeline_entries"] == 0
     assert markers["push"]["timeline_entries"] > markers["hybrid"]["timeline_entries"] > 0
-    assert "replay_s" in markers["push"] and "replay_s" not in markers["hybrid"]  # hybrid: the base's
 
-    for strategy in ("push", "pull"):
+    for strategy in STRATEGIES:
         loaded_dir = tmp_path / f"loaded-{strategy}"
         settings = Settings.load({"data_dir": loaded_dir, "strategy": strategy}, environ={})
         loaded = build(settings, WORLD, None, progress=False, echo=False)
@@ -55,8 +54,9 @@ def test_each_strategy_world_is_the_world_loaded_with_that_strategy(tmp_path: Pa
 
     # Every world's processors and archiver go on from the world's end: `fanline up` has no
     # backlog to work through while the experiments measure.
-    end = asyncio.run(_checkpoints(base_dir(worlds, "60") / "leases.db"))
+    end = json.loads((base_dir(worlds, "60") / "tiered-world.json").read_text())["log_end"]
     assert end and all(checkpoint.isdigit() for checkpoint in end.values())
+    assert not (base_dir(worlds, "60") / "store.db").exists()  # the base: the log alone
     for strategy in STRATEGIES:
         where = strategy_dir(worlds, "60", strategy)
         assert asyncio.run(_checkpoints(where / "leases.db")) == end
@@ -74,9 +74,15 @@ def test_a_prebuilt_world_is_copied_and_left_as_it_was(tmp_path: Path) -> None:
     before = {p.name: p.read_bytes() for p in prebuilt.iterdir() if p.is_file()}
     worlds = tmp_path / "worlds"
     said: list[str] = []
-    markers = ensure_strategy_worlds(worlds, "60", ["pull"], WORLD, prebuilt, said.append)
+    markers = ensure_strategy_worlds(worlds, "60", ["pull", "hybrid"], WORLD, prebuilt, said.append)
     assert any("copied from" in line for line in said)
     assert markers["pull"]["events"] == WORLD.event_count() and markers["pull"]["timeline_entries"] == 0
+    assert "replay_s" in markers["pull"] and "replay_s" not in markers["hybrid"]  # the prebuilt's own
+    hybrid = strategy_dir(worlds, "60", "hybrid")
+    assert (hybrid / "store.db").read_bytes() == before["store.db"]
+    assert asyncio.run(_checkpoints(hybrid / "archive-leases.db")) == asyncio.run(
+        _checkpoints(prebuilt / "leases.db")
+    )
     assert {p.name: p.read_bytes() for p in prebuilt.iterdir() if p.is_file()} == before
     base = json.loads((base_dir(worlds, "60") / "tiered-world.json").read_text())
     assert base["copied_from"] == str(prebuilt)
