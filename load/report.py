@@ -232,16 +232,26 @@ def _world_section(scale: str, experiments: dict[str, dict[str, dict[str, Any]]]
     ]
     # Results of worlds made before the replayed ones kept the base's append time say 0.
     appended = f" in {world['append_s']} s" if world["append_s"] else ""
+    how = [
+        f"Making the worlds: the events are generated (graph drawn in {world['graph_s']} s) and "
+        f"appended through the Log port{appended} (bulk append)."
+    ]
+    if any(row[1] == "replayed from the log" for row in loads):
+        how.append(
+            "Replayed: a copy of that one log, the strategy's projections rebuilt from it by "
+            "`fanline.replay.rebuild` (the processors' fold in batches of 10,000), the "
+            "strategies' replays at once, one process each."
+        )
+    if any(row[1] == "loaded by the processors" for row in loads):
+        how.append(
+            "Loaded: a world `fanline world` made (its own append, then the live processors "
+            "until caught up), or one `fanline experiment --world` copied."
+        )
     lines += [
         "",
-        f"Making the worlds: the events are generated (graph drawn in {world['graph_s']} s) and "
-        f"appended through the Log port once{appended} (bulk append); each "
-        "strategy's projections are replayed from that one log (`fanline.replay.rebuild`: the "
-        "processors' fold in batches of 10,000; the three replays at once, one process each), "
-        "or come with a world `fanline world` loaded through the processors and "
-        "`fanline experiment --world` copied.",
+        " ".join(how),
         "",
-        _table(["strategy", "projections", "seconds", "CPU-seconds", "events/s"], loads),
+        _table(["strategy", "projections", "replay or processors (s)", "CPU-seconds", "events/s"], loads),
     ]
     return lines
 
