@@ -1,7 +1,8 @@
 """The four experiments of issue 5, over HTTP against `fanline up` on a tiered world.
 
 Each strategy gets its own world directory (the same world, seed and events, processed with
-that strategy), built once by `fanline world` and reused. Every figure counts only good
+that strategy), kept and reused: the world's log is generated and loaded once, and each
+strategy's projections are replayed from it (`load.strategy_worlds`). Every figure counts only good
 answers: a read is a success when it is a 200 with a well-formed, non-empty page
 (`load.pages.page_problem`); failures are counted and shown next to the figures.
 
@@ -35,12 +36,12 @@ from typing import Any
 import httpx
 
 from api.auth import Tokens
-from fanline.commands.world import build, read_marker
 from fanline.emulators import free_port
 from fanline.settings import Settings
 from load.pages import page_problem
 from load.server import Server
 from load.sqlite_sizes import table_sizes
+from load.strategy_worlds import ensure_strategy_worlds, strategy_dir
 from load.tiers import TieredWorld
 from load.world import user_id
 
@@ -63,6 +64,7 @@ class Options:
     background_rps: float = 20.0
     throughput_s: float = 8.0
     concurrency: int = 16
+    prebuilt: Path | None = None  # a `fanline world` directory of the scale to start from (only read)
 
 
 # --- worlds ------------------------------------------------------------------------------------
@@ -78,19 +80,15 @@ def users_of(scale: str) -> int:
 
 
 def world_dir(options: Options, scale: str, strategy: str) -> Path:
-    return options.worlds / f"{scale}-{strategy}"
+    return strategy_dir(options.worlds, scale, strategy)
 
 
-def ensure_world(options: Options, scale: str, strategy: str) -> dict[str, Any]:
-    """The world of this scale and strategy, built now unless its directory holds it."""
-    data_dir = world_dir(options, scale, strategy)
-    marker = read_marker(data_dir)
-    if marker is None:
-        settings = Settings.load({"data_dir": data_dir, "strategy": strategy})
-        marker = build(settings, TieredWorld(users_of(scale), seed=SEED), None, progress=True)
-    if marker["users"] != users_of(scale) or marker["strategy"] != strategy:
-        raise RuntimeError(f"{data_dir} holds another world: {marker['users']} users, {marker['strategy']}")
-    return marker
+def ensure_worlds(
+    options: Options, scale: str, strategies: Sequence[str], say: Callable[[str], None] = print
+) -> dict[str, dict[str, Any]]:
+    """The worlds of this scale for these strategies, made now unless their directories hold them."""
+    world = TieredWorld(users_of(scale), seed=SEED)
+    return ensure_strategy_worlds(options.worlds, scale, strategies, world, options.prebuilt, say)
 
 
 def serve(options: Options, scale: str, strategy: str, marker: dict[str, Any]) -> Server:
@@ -283,7 +281,8 @@ async def retrieval(url: str, tokens: Tokens, world: TieredWorld, options: Optio
 async def _background(
     url: str, tokens: Tokens, users: int, rps: float, stop: asyncio.Event, tally: Counter[str]
 ) -> None:
-    """80 % reads, 20 % posts at about `rps` requests per second until stopped."""
+    """80 % reads, 20 % posts at about `rps` requests per second until stopped; an empty or
+    malformed page is tallied as the problem it is, not as ok."""
     rng = random.Random(11)
     async with httpx.AsyncClient(timeout=30) as client:
         while not stop.is_set():
@@ -292,11 +291,13 @@ async def _background(
             try:
                 if rng.random() < 0.8:
                     answer = await client.get(f"{url}/v1/users/{who}/timeline", headers=auth)
-                    ok = answer.status_code == 200
+                    problem = page_problem(answer.status_code, answer.json())
                 else:
                     answer = await client.post(f"{url}/v1/posts", json={"body": "background"}, headers=auth)
-                    ok = answer.status_code == 202
-                tally["ok" if ok else f"status {answer.status_code}"] += 1
+                    problem = None if answer.status_code == 202 else f"status {answer.status_code}"
+                tally[problem or "ok"] += 1
+            except ValueError:
+                tally["not JSON"] += 1
             except httpx.HTTPError as exc:
                 tally[type(exc).__name__] += 1
             with contextlib.suppress(TimeoutError):
@@ -559,7 +560,7 @@ def run_strategy(
     for name in names:
         if name not in EXPERIMENTS:
             raise ValueError(f"unknown experiment {name!r}; expected one of {EXPERIMENTS}")
-    marker = ensure_world(options, scale, strategy)
+    marker = ensure_worlds(options, scale, [strategy], say)[strategy]
     world = TieredWorld(users_of(scale), seed=SEED)
     tokens = tokens_for(options, scale, strategy)
 
@@ -582,7 +583,9 @@ def run_strategy(
         yield result("storage", before, began, storage(options, scale, strategy, marker))
     http = [n for n in names if n != "storage"]
     if http:
+        starting = time.monotonic()
         with serve(options, scale, strategy, marker) as server:
+            say(f"server {scale} {strategy}: ready in {time.monotonic() - starting:.1f} s")
             for name in http:
                 before, began = machine(), time.monotonic()
                 figures: Any

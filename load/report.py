@@ -81,12 +81,17 @@ def plot_consistency(scale: str, runs: dict[str, dict[str, Any]], out: Path) -> 
             label=strategy,
         )
     ax.set_xscale("log")
+    # Ticks at the checkpoints themselves (a log axis alone labels only 10^2 and 10^3).
+    checkpoints_ms = sorted({s * 1000 for r in runs.values() for s in r["figures"]["checkpoints_s"]})
+    labels = [f"{ms:g} ms" if ms < 1000 else f"{ms / 1000:g} s" for ms in checkpoints_ms]
+    ax.set_xticks(checkpoints_ms, labels)
+    ax.minorticks_off()
     ax.set_ylim(0, 105)
-    ax.set_xlabel("time after the post was accepted (ms, log scale)")
+    ax.set_xlabel("time after the post was accepted (log scale)")
     ax.set_ylabel("followers whose timeline shows it (%)")
     ax.set_title(f"Visibility of a new post to its author's followers, {scale} users")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(title="strategy")
     return _save(fig, out / f"consistency-{scale}.png")
 
 
@@ -109,10 +114,12 @@ def plot_storage(scale: str, runs: dict[str, dict[str, Any]], out: Path) -> str:
     )
     left.set_ylabel("size on disk (MB, table and its indexes)")
     left.set_title(f"Projection tables, {scale} users")
-    left.legend()
+    left.set_xlabel("projection table")
+    left.legend(title="strategy")
     amplification = [runs[s]["figures"]["write_amplification"] or 0 for s in strategies]
     right.bar(strategies, amplification, color=[COLOURS[s] for s in strategies])
     right.set_ylabel("timeline items written per post")
+    right.set_xlabel("strategy")
     right.set_title("Write amplification")
     return _save(fig, out / f"storage-{scale}.png")
 
@@ -161,9 +168,10 @@ def plot_capacity(capacity: dict[str, Any], out: Path) -> str:
         )
     ax.set_xticks([i + width for i in range(len(users))], [f"{n:,} users" for n in users])
     ax.set_yscale("log")
+    ax.set_xlabel("users served")
     ax.set_ylabel("USD per month (log scale)")
     ax.set_title("AWS cost on paper: Kinesis + DynamoDB on-demand")
-    ax.legend()
+    ax.legend(title="strategy")
     return _save(fig, out / "capacity.png")
 
 
@@ -215,19 +223,48 @@ def _world_section(scale: str, experiments: dict[str, dict[str, dict[str, Any]]]
     loads = [
         [
             s,
-            r["world"]["append_s"],
+            "replayed from the log" if "replay_s" in r["world"] else "loaded by the processors",
             r["world"]["process_s"],
+            r["world"].get("replay_cpu_s", ""),
             round(r["world"]["events"] / max(r["world"]["process_s"], 0.1)),
         ]
         for s, r in _ordered({s: r for runs in experiments.values() for s, r in runs.items()})
     ]
+    # Results of worlds made before the replayed ones kept the base's append time say 0.
+    appended = f" in {world['append_s']} s" if world["append_s"] else ""
+    how = [
+        f"Making the worlds: the events are generated (graph drawn in {world['graph_s']} s) and "
+        f"appended through the Log port{appended} (bulk append)."
+    ]
+    if any(row[1] == "replayed from the log" for row in loads):
+        how.append(
+            "Replayed: a copy of that one log, the strategy's projections rebuilt from it by "
+            "`fanline.replay.rebuild` (the processors' fold in batches of 10,000), the "
+            "strategies' replays at once, one process each."
+        )
+    if any(row[1] == "loaded by the processors" for row in loads):
+        how.append(
+            "Loaded: a world `fanline world` made (its own append, then the live processors "
+            "until caught up), or one `fanline experiment --world` copied."
+        )
     lines += [
         "",
-        "Loading (bulk append through the Log port, then the processors until caught up):",
+        " ".join(how),
         "",
-        _table(["strategy", "append (s)", "process (s)", "events/s processed"], loads),
+        _table(["strategy", "projections", "replay or processors (s)", "CPU-seconds", "events/s"], loads),
     ]
     return lines
+
+
+def _timing_section(experiments: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """How long each experiment took, per strategy (the worlds were made before)."""
+    names = [n for n in ("storage", "retrieval", "consistency", "throughput") if n in experiments]
+    strategies = [s for s in STRATEGY_ORDER if any(s in experiments[n] for n in names)]
+    rows = [
+        [s, *(experiments[n][s]["seconds"] if s in experiments[n] else "" for n in names)]
+        for s in strategies
+    ]
+    return ["Seconds each experiment took:", "", _table(["strategy", *(f"{n} (s)" for n in names)], rows), ""]
 
 
 def write_report(results: Path, out: Path) -> Path:
@@ -253,6 +290,7 @@ def write_report(results: Path, out: Path) -> Path:
     for scale in sorted(found, key=lambda s: SCALE_ORDER.index(s) if s in SCALE_ORDER else -1):
         experiments = found[scale]
         lines += [f"## {scale} users", "", *_world_section(scale, experiments), ""]
+        lines += _timing_section(experiments)
         if "retrieval" in experiments:
             runs = experiments["retrieval"]
             rows = [
@@ -303,6 +341,7 @@ def write_report(results: Path, out: Path) -> Path:
                     s,
                     *(f"{v:.1%}" for v in r["figures"]["visible_fraction"]),
                     sum(1 for p in r["figures"]["probes"] if "visible" in p),
+                    sum(p["followers_sampled"] for p in r["figures"]["probes"] if "visible" in p),
                     r["figures"]["background_rps"],
                 ]
                 for s, r in _ordered(runs)
@@ -316,7 +355,14 @@ def write_report(results: Path, out: Path) -> Path:
                 "counts from then on. Inconsistency ratio = 1 - visible.",
                 "",
                 _table(
-                    ["strategy", *(f"visible at {c:g} s" for c in cps), "probes", "background req/s"], rows
+                    [
+                        "strategy",
+                        *(f"visible at {c:g} s" for c in cps),
+                        "probes",
+                        "followers sampled",
+                        "background req/s",
+                    ],
+                    rows,
                 ),
                 "",
                 f"![consistency]({plot_consistency(scale, runs, out)})",
@@ -357,9 +403,12 @@ def write_report(results: Path, out: Path) -> Path:
                     r["api_processes"],
                     r["processor_processes"],
                     r["posts"]["per_s"],
+                    r["posts"]["good"] + r["posts"]["failures"],
                     r["posts"]["failures"],
                     r["reads"]["per_s"],
+                    r["reads"]["good"] + r["reads"]["failures"],
                     r["reads"]["failures"],
+                    f"{r['posts']['seconds']} / {r['reads']['seconds']}",
                 ]
                 for s, res in _ordered(runs)
                 for r in res["figures"]
@@ -377,9 +426,12 @@ def write_report(results: Path, out: Path) -> Path:
                         "API processes",
                         "processor processes",
                         "posts/s",
+                        "posts sent",
                         "failed",
                         "reads/s",
+                        "reads sent",
                         "failed",
+                        "seconds (posts / reads)",
                     ],
                     rows,
                 ),

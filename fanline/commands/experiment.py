@@ -1,9 +1,11 @@
 """`fanline experiment NAME --scale 5k|25k|100k --strategy push|pull|hybrid|all`.
 
-Builds the world of each (scale, strategy) once under --worlds (reused afterwards), runs the
-experiment against `fanline up` on it, writes `<out>/<scale>/<name>-<strategy>.json` and prints
-the figures; the last line is one JSON object. `fanline report` turns the results into tables
-and plots.
+Makes the world of each (scale, strategy) once under --worlds (reused afterwards): the world's
+log is generated and loaded once (or copied from --world, a directory `fanline world` built),
+each strategy's projections replayed from it. Then runs the experiments against `fanline up`
+on each world, writes `<out>/<scale>/<name>-<strategy>.json` and prints the figures and how long
+each phase took; the last line is one JSON object. `fanline report` turns the results into
+tables and plots.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 import click
 
 from load.capacity import Assumptions, capacity_table
-from load.experiments import EXPERIMENTS, SCALES, STRATEGIES, Options, run_strategy, users_of
+from load.experiments import EXPERIMENTS, SCALES, STRATEGIES, Options, ensure_worlds, run_strategy, users_of
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -90,13 +92,27 @@ def measured_assumptions(out: Path) -> Assumptions:
     show_default=True,
     help="Where the JSON results go (`fanline report --results` reads them).",
 )
+@click.option(
+    "--world",
+    "prebuilt",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="A world of this scale built by `fanline world` (seed 7) to copy instead of generating "
+    "one; only read.",
+)
 @click.option("--quick", is_flag=True, help="Fewer reads and probes (a smoke run).")
-def experiment(name: str, scale: str, strategy: str, worlds: Path, out: Path, quick: bool) -> None:
+def experiment(
+    name: str, scale: str, strategy: str, worlds: Path, out: Path, prebuilt: Path | None, quick: bool
+) -> None:
     """Run an experiment (or all four) at a scale for a strategy (or all three)."""
-    options = Options(worlds=worlds)
+    options = Options(worlds=worlds, prebuilt=prebuilt)
     if quick:
         options = Options(
-            worlds=worlds, readers_per_bucket=2, reads_per_reader=10, probes=3, throughput_s=3.0
+            worlds=worlds,
+            prebuilt=prebuilt,
+            readers_per_bucket=2,
+            reads_per_reader=10,
+            probes=3,
+            throughput_s=3.0,
         )
     run(name, scale, strategy, options, out)
 
@@ -108,12 +124,18 @@ def run(name: str, scale: str, strategy: str, options: Options, out: Path) -> li
     began = time.monotonic()
     results = []
     (out / scale).mkdir(parents=True, exist_ok=True)
+    # Every world first, so that making them is timed apart from the experiments.
+    ensure_worlds(options, scale, strategies, say=click.echo)
+    phases = {"worlds": round(time.monotonic() - began, 1)}
+    click.echo(f"worlds {scale}: {phases['worlds']} s")
     for strategy_name in strategies:
+        started = time.monotonic()
         for result in run_strategy(names, scale, strategy_name, options, say=click.echo):
             path = out / scale / f"{result['experiment']}-{strategy_name}.json"
             path.write_text(json.dumps(result, indent=1))
             click.echo(f"  {_summary(result)}")
             results.append(result)
+        phases[strategy_name] = round(time.monotonic() - started, 1)
     if "throughput" in names:
         table = capacity_table(measured_assumptions(out))
         (out / "capacity.json").write_text(json.dumps(table, indent=1))
@@ -128,6 +150,7 @@ def run(name: str, scale: str, strategy: str, options: Options, out: Path) -> li
         "experiments": list(names),
         "strategies": list(strategies),
         "seconds": round(time.monotonic() - began, 1),
+        "phases_s": phases,
         "results": str(out / scale),
     }
     click.echo(json.dumps(summary))

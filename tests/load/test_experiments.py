@@ -64,6 +64,7 @@ def test_all_experiments_and_the_report_on_a_small_world(tmp_path: Path) -> None
     assert retrieval[0]["probe_readers"] and retrieval[0]["following"] == 10
     consistency = by_name["consistency"]
     assert consistency["visible_fraction"][-1] == 1.0  # every follower sees it within 5 s
+    assert set(consistency["background"]) == {"ok"}  # good pages and accepted posts only
     assert all(
         a <= b
         for a, b in zip(consistency["visible_fraction"], consistency["visible_fraction"][1:], strict=False)
