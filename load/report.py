@@ -284,7 +284,9 @@ def write_report(results: Path, out: Path) -> Path:
     lines += [
         "Every figure counts good answers only: a timeline read is good when it is a 200 with a "
         "non-empty, well-formed page; a 404, an error or an empty page is a failure and is shown "
-        "as such, never as a fast read.",
+        "as such, never as a fast read. The servers run with no timeline page cache "
+        "(FANLINE_PAGE_CACHE_MIB=0): every page is read from the store, so the figures compare the "
+        "strategies, not the cache.",
         "",
     ]
     for scale in sorted(found, key=lambda s: SCALE_ORDER.index(s) if s in SCALE_ORDER else -1):

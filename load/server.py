@@ -28,7 +28,8 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.out = data_dir / f"up-{self.port}.out"
-        env = {**os.environ, "FANLINE_STRATEGY": strategy, **(extra_env or {})}
+        # No page cache (api.timeline_cache): the experiments compare the strategies' store reads.
+        env = {**os.environ, "FANLINE_STRATEGY": strategy, "FANLINE_PAGE_CACHE_MIB": "0", **(extra_env or {})}
         if threshold is not None:
             env["FANLINE_CELEBRITY_THRESHOLD"] = str(threshold)
         world_args = ["--no-world"] if world is None else ["--world", str(world)]
