@@ -21,8 +21,9 @@ from itertools import islice
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
+from fanline import versions
 from fanline.settings import Settings
-from fanline.wiring import fold_settings, open_leases, open_log, open_store
+from fanline.wiring import fold_settings, open_leases, open_log
 from processors.metrics import Metrics
 from processors.runner import Runner
 from streams.consumer import Consumer
@@ -35,8 +36,15 @@ from streams.log import Log, sequence_key
 # small enough that the encoded batch stays a few MB.
 BULK_BATCH = 5000
 POLL_S = 0.5
-# Records per processor batch: each batch is one store transaction (an fsync) and a checkpoint.
-READ_BATCH = 5000
+# Records per processor batch: each batch is one store transaction and a checkpoint, and each
+# transaction writes every page it touched again (WAL, then checkpoint) and trims every timeline
+# it pushed to. A world's posts reach most timelines in every batch, and its follows (grouped by
+# followee) most pages of `following`, so the fewest batches write the least: the most a log
+# read may return (Kinesis' GetRecords limit, which the SQLite log keeps too).
+READ_BATCH = 10_000
+# The processing store's page cache (SQLite's default is 2 MiB): the pages a batch writes stay
+# cached for the next one, and are not spilled to the WAL before the commit.
+CACHE_MIB = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +89,8 @@ async def process_until(settings: Settings, last: dict[str, str], total: int | N
     async with AsyncExitStack() as stack:
         log = await open_log(settings)
         stack.push_async_callback(log.close)
-        store = await open_store(settings)
+        store = await versions.open_store_version(settings, await versions.active_version(settings),
+                                                  cache_mib=CACHE_MIB)
         stack.push_async_callback(store.close)
         leases = await open_leases(settings)
         stack.push_async_callback(leases.close)

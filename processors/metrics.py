@@ -60,12 +60,16 @@ class Metrics:
         )
 
     def count_writes(self, event_type: str, strategy: str, mutations: Sequence[Mutation]) -> None:
+        """The writes of events of one type: the runner counts a batch's at once (counting each
+        event apart was 8 % of processing a world)."""
         items, size, deliveries = measure(mutations)
         self.items_written.labels(event_type, strategy).inc(items)
         self.bytes_written.labels(event_type, strategy).inc(size)
         if deliveries:
             self.deliveries.labels(strategy).inc(deliveries)
-        self.events.labels(event_type).inc()
+
+    def count_events(self, event_type: str, events: int) -> None:
+        self.events.labels(event_type).inc(events)
 
 
 def measure(mutations: Sequence[Mutation]) -> tuple[int, int, int]:

@@ -61,9 +61,12 @@ def coalesce(mutations: list[Mutation], cap: int) -> list[Mutation]:
       (a celebrity's demotion, whose pushes must not be lost), and a store that applies a
       batch in parallel finishes every write before a trim first (DynamoDBStore: a trim must
       read, so it closes the run of writes before it). Moving them later is always safe.
+    - Only the last record of each user: each put replaces the whole record, so the earlier
+      ones of the batch change nothing the last does not overwrite (a world's batch of follows
+      puts its followee's count once per follow, thousands of times).
     """
     out: list[Mutation] = []
-    users: list[Mutation] = []
+    users: dict[str, Mutation] = {}
     trimmed: set[str] = set()
     run: list[TimelineEntry] = []
     run_at = -1
@@ -76,7 +79,8 @@ def coalesce(mutations: list[Mutation], cap: int) -> list[Mutation]:
 
     for mutation in mutations:
         if isinstance(mutation, PutUser):
-            users.append(mutation)
+            users.pop(mutation.user.user_id, None)  # re-inserted: the users keep the order of their last puts
+            users[mutation.user.user_id] = mutation
         elif isinstance(mutation, TrimTimelines):
             trimmed.update(mutation.user_ids)
         elif isinstance(mutation, PutTimelineEntries):
@@ -91,7 +95,7 @@ def coalesce(mutations: list[Mutation], cap: int) -> list[Mutation]:
     close_run()
     if trimmed:
         out.append(TrimTimelines(tuple(sorted(trimmed)), cap))
-    return out + users
+    return out + list(users.values())
 
 
 class Runner:
@@ -137,21 +141,28 @@ class Runner:
             return
         events = [i.event for i in fresh if isinstance(i, Delivered)]
         state = await load_state(self.store, events, self.settings)
-        counted: list[tuple[str, list[Mutation]]] = []
+        folded_all: list[Mutation] = []
+        # Per event type: how many were folded and their mutations, counted once per batch.
+        counted: dict[str, tuple[int, list[Mutation]]] = {}
         for item in fresh:
             if isinstance(item, Undecodable):
                 await self._dead_letter(item.shard_id, item.sequence, item.error, item.data, 1, "undecodable")
                 continue
             folded = await self._fold_one(state, item)
             if folded is not None:
-                counted.append((type(item.event).__name__, folded))
-        mutations = coalesce([m for _, folded in counted for m in folded], self.settings.timeline_cap)
+                folded_all += folded
+                event_type = type(item.event).__name__
+                count, of_type = counted.get(event_type, (0, []))
+                of_type += folded
+                counted[event_type] = (count + 1, of_type)
+        mutations = coalesce(folded_all, self.settings.timeline_cap)
         await self.store.apply(mutations, shard, batch.last_sequence)
         if self._marks is not None:
             self._marks[shard] = _seq(batch.last_sequence)
         strategy = self.settings.strategy
-        for event_type, folded in counted:
-            self.metrics.count_writes(event_type, strategy, folded)
+        for event_type, (count, of_type) in counted.items():
+            self.metrics.count_writes(event_type, strategy, of_type)
+            self.metrics.count_events(event_type, count)
         for mutation in mutations:
             if isinstance(mutation, TrimTimelines):
                 self.metrics.timeline_trims.labels(strategy).inc(len(mutation.user_ids))

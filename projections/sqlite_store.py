@@ -23,7 +23,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -92,6 +92,7 @@ _TRIM_TIMELINE = (
 _EMPTY_TIMELINE = "DELETE FROM timelines WHERE user_id = ?"
 _USER_ID, _TS, _POST_ID, _AUTHOR_ID = (attrgetter(name) for name in ("user_id", "ts", "post_id", "author_id"))
 _POST_KEY = attrgetter("ts", "post_id")
+_PARTITION = itemgetter(0)
 
 
 def _timeline_rows(entries: Sequence[TimelineEntry]) -> list[Sequence[Any]]:
@@ -145,7 +146,14 @@ def _grouped(mutations: Sequence[Mutation]) -> list[tuple[str, list[Sequence[Any
     """The batch's statements as (sql, rows) to run with executemany, in an order that keeps
     every table's statements in the batch's order (see above): a statement joins its table's
     latest group when that group has the same SQL. A push of 100 000 entries and its trims are
-    then two executemany calls instead of 100 000 executes."""
+    then two executemany calls instead of 100 000 executes.
+
+    Each group's rows are then sorted (stably) by their first parameter, the partition key of
+    the rows they touch: SQLite writes a B-tree faster in key order (fewer pages per row) than
+    scattered (a world's follows come grouped by followee, so their `following` rows land all
+    over that table). Within a group every statement touches only rows of its own key (an
+    insert or delete by primary key, a trim of one timeline), so statements on different keys
+    commute, and a stable sort keeps the order of each key's own statements."""
     groups: list[tuple[str, list[Sequence[Any]]]] = []
     latest: dict[str, tuple[str, list[Sequence[Any]]]] = {}
     for mutation in mutations:
@@ -156,6 +164,8 @@ def _grouped(mutations: Sequence[Mutation]) -> list[tuple[str, list[Sequence[Any
             elif rows:
                 group = latest[table] = (sql, rows)  # a fresh list from _statements
                 groups.append(group)
+    for _, rows in groups:
+        rows.sort(key=_PARTITION)  # a string key, no tuple per row; ~linear on sorted runs
     return groups
 
 

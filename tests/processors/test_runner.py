@@ -196,3 +196,34 @@ async def test_a_demotion_survives_a_crash_part_way_through_a_parallel_apply() -
         for fan in ("f1", "f2"):
             assert [i.post_id for i in (await reader.page(fan, 10)).items] == ["p2", "p1"], seed
         assert (await reader.page("f0", 10)).items == []
+
+
+def test_coalesce_keeps_only_the_last_record_of_each_user_in_the_order_of_the_last_puts() -> None:
+    mutations: list[Mutation] = [
+        PutUser(User("a", "aa", "", 1)),
+        PutUser(User("b", "bb", "", 1)),
+        PutUser(User("a", "aa", "", 2)),
+        PutPost(Post("p1", "c", "x", 1)),
+        PutUser(User("c", "cc", "", 0)),
+        PutUser(User("b", "bb", "", 2, True)),
+    ]
+    assert coalesce(mutations, 5) == [
+        PutPost(Post("p1", "c", "x", 1)),
+        PutUser(User("a", "aa", "", 2)),
+        PutUser(User("c", "cc", "", 0)),
+        PutUser(User("b", "bb", "", 2, True)),
+    ]
+
+
+async def test_metrics_count_every_event_of_a_batch_counted_per_event_type_at_once() -> None:
+    registry = CollectorRegistry()
+    runner = Runner(MemoryStore(), FoldSettings("push"), Metrics(registry))
+    shard = OneShard(runner)
+    fans = [follow(f"f{i}", "a") for i in range(5)]
+    await shard.send(register("a"), *fans, post("a", "p1"), post("a", "p2"))
+    assert _value(registry, "fanline_events_processed_total", event_type="UserRegistered") == 1
+    assert _value(registry, "fanline_events_processed_total", event_type="UserFollowed") == 5
+    assert _value(registry, "fanline_events_processed_total", event_type="PostCreated") == 2
+    # Every follow's two edge items and its user record, though the batch writes the record once.
+    assert _value(registry, "fanline_items_written_total", event_type="UserFollowed", strategy="push") == 15
+    assert _value(registry, "fanline_timeline_deliveries_total", strategy="push") == 12

@@ -28,7 +28,7 @@ from projections.records import (
     TrimTimelines,
     User,
 )
-from projections.sqlite_store import SQLiteStore, _statements, table_ddl
+from projections.sqlite_store import SQLiteStore, _grouped, _statements, table_ddl
 from projections.tables import TABLES, sort_key
 
 _ids = st.sampled_from(["a", "b", "c"])
@@ -91,3 +91,18 @@ async def test_a_push_stores_each_entry_with_its_sort_key(tmp_path: Path) -> Non
     with sqlite3.connect(tmp_path / "p.db") as conn:
         rows = set(conn.execute("SELECT user_id, ts_post_id, post_id, author_id, ts FROM timelines"))
     assert rows == {(e.user_id, sort_key(e.key), e.post_id, e.author_id, e.ts) for e in entries}
+
+
+def test_each_group_of_statements_runs_in_key_order_keeping_each_keys_own_order() -> None:
+    users = [User("b", "b2", "", 0), User("a", "a1", "", 0), User("b", "b1", "", 0)]
+    groups = _grouped([PutFollow("y", "b"), PutFollow("x", "c"), PutFollow("x", "a"),
+                       *(PutUser(u) for u in users), TrimTimelines(("d", "c"), 3), TrimTimelines(("c",), 1)])
+    rows = {sql.split(" (")[0].split(" WHERE")[0]: rows for sql, rows in groups}
+    assert rows["INSERT OR IGNORE INTO followers VALUES"] == [("a", "x"), ("b", "y"), ("c", "x")]
+    # By partition only: x's two rows stay in the batch's order.
+    assert rows["INSERT OR IGNORE INTO following VALUES"] == [("x", "c"), ("x", "a"), ("y", "b")]
+    # Two puts of "b": the later one stays later, whatever its other columns say.
+    users_rows = rows["INSERT OR REPLACE INTO users VALUES"]
+    assert [r[:2] for r in users_rows] == [("a", "a1"), ("b", "b2"), ("b", "b1")]
+    # Trims are sorted by their timeline: "c" to 3 entries and then to 1, as in the batch.
+    assert rows["DELETE FROM timelines"] == [("c", 2), ("c", 0), ("d", 2)]
