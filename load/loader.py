@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from fanline import versions
 from fanline.settings import Settings
-from fanline.wiring import fold_settings, open_leases, open_log
+from fanline.wiring import active_fold_settings, open_log
 from processors.metrics import Metrics
 from processors.runner import Runner
 from streams.consumer import Consumer
@@ -89,12 +89,14 @@ async def process_until(settings: Settings, last: dict[str, str], total: int | N
     async with AsyncExitStack() as stack:
         log = await open_log(settings)
         stack.push_async_callback(log.close)
-        store = await versions.open_store_version(settings, await versions.active_version(settings),
-                                                  cache_mib=CACHE_MIB)
+        # The active projection version, with its own leases and recorded fold settings (after a
+        # `fanline replay` it is not the first one).
+        active = await versions.active_version(settings)
+        store = await versions.open_store_version(settings, active, cache_mib=CACHE_MIB)
         stack.push_async_callback(store.close)
-        leases = await open_leases(settings)
+        leases = await versions.open_leases_version(settings, active)
         stack.push_async_callback(leases.close)
-        runner = Runner(store, fold_settings(settings), metrics or Metrics(CollectorRegistry()))
+        runner = Runner(store, await active_fold_settings(settings), metrics or Metrics(CollectorRegistry()))
         bar = stack.enter_context(tqdm(total=total, unit="ev", desc="process", disable=not progress,
                                        mininterval=1))
 

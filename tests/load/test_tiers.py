@@ -9,12 +9,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from fanline import versions
 from fanline.cli import main
 from fanline.settings import Settings
 from fanline.wiring import open_store
 from load.loader import load_events
 from load.tiers import TIERS, WEEK_MS, TieredWorld
 from load.world import user_id
+from processors.settings import FoldSettings
+from projections.versions import Versions
 from streams.events import PostCreated, UserFollowed, UserRegistered
 
 WORLD = TieredWorld(users=1000, seed=3, posts_per_user=2)
@@ -117,3 +120,25 @@ def test_the_world_command_prints_the_distribution_and_refuses_a_second_world(tm
     assert "celebrity" in first.output and "influencer" in first.output and "regular" in first.output
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 2 and "already holds a world" in second.output
+
+
+async def test_loading_after_a_replay_folds_into_the_active_version_with_its_settings(tmp_path: Path) -> None:
+    world = TieredWorld(users=60, seed=4, posts_per_user=2)
+    # The environment says hybrid; the active version r1 was built (by a replay) as push.
+    settings = Settings.load({"data_dir": tmp_path, "celebrity_threshold": world.celebrity_threshold()},
+                             environ={})
+    pointer = await versions.open_pointer(settings, create=True)
+    await pointer.set(Versions(active="r1", fold={"r1": versions.fold_record(FoldSettings(strategy="push"))}))
+    await pointer.close()
+    await load_events(settings, world.events(), world.event_count(), progress=False)
+    assert not (tmp_path / "store.db").exists() and not (tmp_path / "leases.db").exists()
+    r1 = await versions.open_store_version(settings, "r1")
+    try:
+        counts = world.follower_counts()
+        celebrity = counts.index(max(counts))  # over the threshold: hybrid would pull, push pushes
+        assert max(counts) >= world.celebrity_threshold()
+        follower = next(i for i in range(60) if celebrity in world.followees[i])
+        pushed = await r1.timeline_page(user_id(follower), 200, None)
+        assert any(e.author_id == user_id(celebrity) for e in pushed)  # push: celebrities pushed too
+    finally:
+        await r1.close()
