@@ -71,12 +71,14 @@ def create_app(
     batcher = AppendBatcher(log, linger_s=linger_s)
     writer = Writer(batcher, accounts)
     tokens = Tokens(secret)
+    # The read routes first: Starlette tries routes in order, and a timeline read is the most
+    # frequent request (no path of another route matches theirs).
     routes: list[BaseRoute] = [
-        *auth_routes(accounts, tokens, writer.register, hasher or PasswordHasher(), new_id),
-        *write_routes(writer, store, accounts),
         *read_routes(store, timelines or TimelineReader(store, strategy),
                      ConsistencyWaiter(store, consistency_wait_ms), graph,
                      page_cache_bytes=page_cache_mib * 2**20),
+        *auth_routes(accounts, tokens, writer.register, hasher or PasswordHasher(), new_id),
+        *write_routes(writer, store, accounts),
         *health_routes(log, store),
         *web_routes(log, store, strategy=strategy, celebrity_threshold=celebrity_threshold,
                     processor_metrics_url=processor_metrics_url),

@@ -184,7 +184,7 @@ def read_routes(
                 stale = await consistent(token)
             except BadConsistencyToken as exc:
                 raise _bad("consistent_after", str(exc)) from exc
-        body = await pages.page(user_id, limit, cursor)
+        body = await pages.page(user_id, limit, cursor, fresh=bool(token))
         return Response(body, media_type=JSON, headers={"X-Fanline-Stale": "true"} if stale else None)
 
     async def posts(request: Request) -> Response:

@@ -1,8 +1,9 @@
 """Encoded timeline pages kept in the API process, each with the feed stamp it was read under.
 
-A page read asks the store for the page's stamp (`Store.feed_stamp`; on SQLite one PRAGMA while
-the file is unchanged, an indexed lookup per stamp after a write) and, when it equals the stamp
-kept with the page, answers the kept bytes: the bytes a fresh read would give
+A page read asks the store for the page's stamp (`Store.feed_stamp`; on SQLite no query while
+the file is unchanged, an indexed lookup per stamp after a write, and stamps at most 1 ms late)
+and, when it equals the stamp kept with the page, answers the kept bytes: the bytes a fresh read
+would give
 (tests/api/test_timeline_cache.py checks that on random histories). Otherwise it reads the
 stamp, then the page, and keeps both: read in that order, a change between the two leaves the
 kept stamp older than the page, so the next read refreshes it; never the other way round.
@@ -12,6 +13,7 @@ posts: the list is read before and after the stamp, and the page is kept only wh
 agree (the list changes only with a stamp, so then it is the list the stamp covers); likewise the
 strategy, which a projection version switch may change (projections.switching).
 
+A read with `consistent_after` (a reader waiting for its own write) is always read afresh.
 Not kept: pull pages (every followee's posts are in them), pages showing a post whose author
 has not registered (the handle is "" until then, outside any stamp), and nothing at all when
 the store answers None (memory, DynamoDB: every page is read afresh). Kept pages are bounded in
@@ -56,10 +58,12 @@ class TimelineCache:
         self._on = max_bytes > 0
         self._kept: LRUCache[Key, _Kept] = LRUCache(maxsize=max(max_bytes, 1), getsizeof=_size)
 
-    async def page(self, user_id: str, limit: int, cursor: str | None) -> bytes:
-        """The page's JSON (a `TimelinePage`), from the cache while its stamp holds."""
+    async def page(self, user_id: str, limit: int, cursor: str | None, *, fresh: bool = False) -> bytes:
+        """The page's JSON (a `TimelinePage`), from the cache while its stamp holds; `fresh`:
+        read from the store (a reader waiting for its own write: the stamps may lag by a
+        millisecond, see SQLiteStore.feed_stamp)."""
         strategy = self._timelines.strategy  # a version switch may change it
-        if not self._on or strategy == "pull":
+        if not self._on or fresh or strategy == "pull":
             _READ.inc()
             return _encode(await self._timelines.page(user_id, limit, cursor))
         key = (user_id, limit, cursor)

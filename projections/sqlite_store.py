@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter, itemgetter
@@ -249,14 +251,17 @@ def _before(before: SortKey | None) -> str:
 
 class SQLiteStore:
     def __init__(
-        self, path: str | Path, *, attempts: int = 8, cache_mib: int = 0, durable: bool = True
+        self, path: str | Path, *, attempts: int = 8, cache_mib: int = 0, durable: bool = True,
+        stamps_max_age_s: float = 0.001,
     ) -> None:
         """`cache_mib`: the writer's page cache (SQLite's default is 2 MiB); a replay gives it
         hundreds, as its fan-out writes land all over a timelines table of millions of rows.
         `durable=False` (a replay's version, read by nobody until the switch): commits are not
         fsynced (synchronous OFF). A killed process loses nothing (the OS has the writes); a
         power cut may lose the last batches, or more. The replay syncs the file before the
-        switch (projections.sqlite_bulk.sync_store)."""
+        switch (projections.sqlite_bulk.sync_store).
+        `stamps_max_age_s`: how long `feed_stamp` trusts the stamps it read without asking the
+        file whether it changed (see there)."""
         self._path = str(path)
         self._cache_mib = cache_mib
         self._durable = durable
@@ -272,9 +277,12 @@ class SQLiteStore:
         # feed_stamp's memory of the stamps it read, valid while the file is unchanged; the
         # token tells this store's stamps from another's (a version switch).
         self._token = object()
+        self._stamps_max_age_s = stamps_max_age_s
+        self._stamps_checked = -math.inf  # time.monotonic() of the last data_version asked
         self._stamps_version: int | None = None
         self._reader_stamps: dict[str, int] = {}
         self._author_stamps: dict[str, int] = {}
+        self._feed_stamps: dict[str, tuple[tuple[str, ...], Hashable]] = {}  # user -> (authors, stamp)
         # Open and create the schema on the store's own thread, where every later call runs.
         try:
             self._executor.submit(self._retrying, self._open).result()
@@ -455,20 +463,34 @@ class SQLiteStore:
 
     async def feed_stamp(self, user_id: str, authors: Sequence[str]) -> Hashable | None:
         """See projections.sqlite_stamps. Stamps read since the file last changed (`PRAGMA
-        data_version`: any other connection's commit changes it) are kept, so while nothing is
-        written a page costs one pragma; None when the read connection is busy."""
+        data_version`: any other connection's commit changes it) are kept, and whether it changed
+        is asked at most once per `stamps_max_age_s` (1 ms): any SQLite statement costs a page
+        read tens of microseconds in the server (a WAL read transaction), as much as the rest of
+        a cached page. So a stamp may be up to 1 ms late; api.timeline_cache reads afresh when a
+        reader asks for its own write (`consistent_after`). None when the read connection is busy."""
         reader = self._reader
         if reader is None:
             raise StoreUnavailable("the store is closed")
         try:
-            version = reader.execute("PRAGMA data_version").fetchone()[0]
+            now = time.monotonic()
+            if now - self._stamps_checked >= self._stamps_max_age_s:
+                self._stamps_checked = now
+                version = reader.execute("PRAGMA data_version").fetchone()[0]
+            else:
+                version = self._stamps_version
             if version != self._stamps_version:
                 self._stamps_version = version
                 self._reader_stamps.clear()
                 self._author_stamps.clear()
-            return (self._token, self._stamp(reader, self._reader_stamps, stamps.READER_STAMP, user_id),
-                    *[self._stamp(reader, self._author_stamps, stamps.AUTHOR_STAMP, a)
-                      for a in (stamps.EPOCH, *authors)])
+                self._feed_stamps.clear()
+            known = self._feed_stamps.get(user_id)
+            if known is not None and known[0] == authors:
+                return known[1]
+            stamp = (self._token, self._stamp(reader, self._reader_stamps, stamps.READER_STAMP, user_id),
+                     *[self._stamp(reader, self._author_stamps, stamps.AUTHOR_STAMP, a)
+                       for a in (stamps.EPOCH, *authors)])
+            self._feed_stamps[user_id] = (tuple(authors), stamp)
+            return stamp
         except sqlite3.OperationalError as exc:
             if not _is_busy(exc):
                 raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc

@@ -99,7 +99,8 @@ class Store(Protocol):
         """A value that changes whenever a push or hybrid page of `user_id`'s timeline could
         change, given `authors`, the celebrities it pulls (`celebrity_followees` when the page was
         read): read it before reading a page, keep both, and while a later read gives an equal
-        value the page is still exact (api.timeline_cache). None: this store cannot tell."""
+        value the page is still exact (api.timeline_cache) — as of a bounded time ago, the
+        adapter's to say (SQLiteStore: 1 ms). None: this store cannot tell."""
         ...
 
     # --- dead letters ------------------------------------------------------------------------
