@@ -49,7 +49,6 @@ from streams.log import Log, ReadResult, Record, sequence_key
 
 logger = logging.getLogger(__name__)
 
-POINTER_CHECK_S = 1.0
 GRAPH_BATCH = 10_000  # events per graph transaction when rebuilding
 SCRATCH = "verify"  # graph-verify.db: `fanline replay --verify`'s scratch graph
 REPLAY_OWNER = "fanline-replay"
@@ -106,7 +105,8 @@ async def _run_graph_version(settings: Settings, version: str, log: Log, worker_
         try:
             consumer = Consumer(log, leases, GraphProjector(graph).handle, worker_id=worker_id)
             on_stop(consumer.stop)
-            watcher = asyncio.create_task(_stop_at_switch(settings, version, consumer))
+            watcher = asyncio.create_task(
+                versions.stop_at_switch(settings, version, consumer.stop, "graph processor"))
             try:
                 await consumer.run()
             finally:
@@ -117,24 +117,6 @@ async def _run_graph_version(settings: Settings, version: str, log: Log, worker_
             await leases.close()
     finally:
         await graph.close()
-
-
-async def _stop_at_switch(settings: Settings, version: str, consumer: Consumer) -> None:
-    pointer = await versions.open_pointer(settings)
-    try:
-        while True:
-            await asyncio.sleep(POINTER_CHECK_S)
-            try:
-                active = (await pointer.get()).active
-            except Exception:
-                logger.exception("graph processor: the version pointer could not be read")
-                continue
-            if active != version:
-                logger.info("graph processor: projection version %r replaces %r", active, version)
-                consumer.stop()
-                return
-    finally:
-        await pointer.close()
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -156,7 +138,7 @@ async def open_following_graph(settings: Settings) -> GraphStore | None:
         return graph
 
     pointer = await versions.open_pointer(settings)
-    return await SwitchingGraph.open(pointer, open_version, check_every_s=POINTER_CHECK_S)
+    return await SwitchingGraph.open(pointer, open_version, check_every_s=versions.POINTER_CHECK_S)
 
 
 # --- rebuilding -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ batch, checkpoints, releases its leases on the old version) and a new one starts
 version's store and leases, which the replay seeded at the positions it had rebuilt to: the
 events that arrived meanwhile are read from the stream and folded into the new version, none
 skipped (the checkpoints are the new version's own) and none folded twice (the runner skips
-what the store has applied). Looked at once per `POINTER_CHECK_S`.
+what the store has applied). Looked at once per `versions.POINTER_CHECK_S`.
 
 Each version is folded, and read, with the fold settings the pointer recorded for it
 (`versions.version_fold`): `fold` (the environment's) counts only for a version without them.
@@ -35,7 +35,6 @@ from streams.consumer import Consumer
 from streams.log import Log
 
 logger = logging.getLogger(__name__)
-POINTER_CHECK_S = 1.0
 
 
 async def open_following_store(settings: Settings, fold: FoldSettings | None = None) -> SwitchingStore:
@@ -49,25 +48,7 @@ async def open_following_store(settings: Settings, fold: FoldSettings | None = N
         return await versions.open_store_version(settings, pointed.active), strategy
 
     pointer = await versions.open_pointer(settings)
-    return await SwitchingStore.open(pointer, open_active, check_every_s=POINTER_CHECK_S)
-
-
-async def _watch(settings: Settings, version: str, consumer: Consumer) -> None:
-    pointer = await versions.open_pointer(settings)
-    try:
-        while True:
-            await asyncio.sleep(POINTER_CHECK_S)
-            try:
-                active = (await pointer.get()).active
-            except Exception:
-                logger.exception("processors: the version pointer could not be read")
-                continue
-            if active != version:
-                logger.info("processors: projection version %r replaces %r", active, version)
-                consumer.stop()
-                return
-    finally:
-        await pointer.close()
+    return await SwitchingStore.open(pointer, open_active, check_every_s=versions.POINTER_CHECK_S)
 
 
 async def run_projections(settings: Settings, log: Log, fold: FoldSettings, metrics: Metrics,
@@ -92,7 +73,8 @@ async def run_projections(settings: Settings, log: Log, fold: FoldSettings, metr
                 consumer = Consumer(log, leases, runner.handle, worker_id=worker_id,
                                     on_lease_acquired=runner.forget, on_lease_lost=runner.forget)
                 on_stop(consumer.stop)
-                watcher = asyncio.create_task(_watch(settings, version, consumer))
+                watcher = asyncio.create_task(
+                    versions.stop_at_switch(settings, version, consumer.stop, "processors"))
                 try:
                     await consumer.run()  # returns after stop(): batch finished, checkpointed, released
                 finally:

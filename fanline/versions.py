@@ -14,8 +14,10 @@ records (`version_fold`); the environment's count only for a version without a r
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -37,6 +39,7 @@ from streams.sqlite_leases import SQLiteLeaseStore
 
 POINTER_FILE = "projections.json"
 logger = logging.getLogger(__name__)
+POINTER_CHECK_S = 1.0  # how often the processes look at the pointer for a switch
 
 
 def fold_record(fold: FoldSettings) -> dict[str, str | int]:
@@ -188,3 +191,23 @@ async def open_archive_leases(settings: Settings) -> LeaseStore:
     if _creates(settings):
         await leases.ensure_table()
     return leases
+
+
+async def stop_at_switch(settings: Settings, version: str, stop: Callable[[], None], who: str) -> None:
+    """Call `stop` once the pointer names an active version other than `version` (looked at
+    once per POINTER_CHECK_S; a pointer that cannot be read is logged and looked at again)."""
+    pointer = await open_pointer(settings)
+    try:
+        while True:
+            await asyncio.sleep(POINTER_CHECK_S)
+            try:
+                active = (await pointer.get()).active
+            except Exception:
+                logger.exception("%s: the version pointer could not be read", who)
+                continue
+            if active != version:
+                logger.info("%s: projection version %r replaces %r", who, active, version)
+                stop()
+                return
+    finally:
+        await pointer.close()
