@@ -101,6 +101,11 @@ async def test_workers_added_and_killed_share_the_shards_and_never_process_one_a
         pids["w3"] = zygote.spawn("w3", files["w3"], 0.0)
         await eventually(lambda: shared_by({"w1", "w2", "w3"}), 10, "w3 taking its share")
         dead = {lease.shard_id for lease in await leases.list() if lease.owner == "w1"}
+
+        async def w1_working_on_its_shards() -> bool:  # a lease just taken may have no batch yet
+            return dead <= {s for w, s, *_ in batches([files["w1"]])}
+
+        await eventually(w1_working_on_its_shards, 10, "w1 handling a batch of each of its shards")
         await zygote.kill(pids.pop("w1"))
         assert not feeding.done(), "events must still flow while w1 dies"
         # Expiry is noticed a lease timeout after the counter stopped, taken at the next round (a
