@@ -21,7 +21,6 @@ and compares follow lists and handles (`fanline graph verify`, `fanline replay -
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from fanline import versions
 from fanline.consuming import OnStop, consume_on_own_leases
-from fanline.replay import Rebuilt, _records, shard_order
+from fanline.replay import Rebuilt, _records, seed_leases, shard_order
 from fanline.settings import Settings
 from fanline.wiring import open_graph, open_graph_leases
 from processors.graph_projection import GraphProjector
@@ -43,15 +42,13 @@ from projections.graph import GraphStore
 from projections.graph_gremlin import GremlinGraph
 from projections.graph_switching import SwitchingGraph
 from streams.archive import Archive
-from streams.consumer import Consumer, parents_first, to_batch
-from streams.leases import SHARD_END, TRIM_HORIZON, LeaseStore
+from streams.consumer import Consumer, to_batch
 from streams.log import Log, ReadResult, Record, sequence_key
 
 logger = logging.getLogger(__name__)
 
 GRAPH_BATCH = 10_000  # events per graph transaction when rebuilding
 SCRATCH = "verify"  # graph-verify.db: `fanline replay --verify`'s scratch graph
-REPLAY_OWNER = "fanline-replay"
 SHOWN_DIFFERENCES = 10
 
 
@@ -105,14 +102,7 @@ async def _run_graph_version(settings: Settings, version: str, log: Log, worker_
         try:
             consumer = Consumer(log, leases, GraphProjector(graph).handle, worker_id=worker_id)
             on_stop(consumer.stop)
-            watcher = asyncio.create_task(
-                versions.stop_at_switch(settings, version, consumer.stop, "graph processor"))
-            try:
-                await consumer.run()
-            finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            await versions.run_until_switch(settings, version, consumer, "graph processor")
         finally:
             await leases.close()
     finally:
@@ -189,25 +179,6 @@ async def rebuild_graph(log: Log, archive: Archive | None, graph: GraphStore, *,
     return rebuilt
 
 
-async def seed_graph_leases(leases: LeaseStore, log: Log, graph: GraphStore, rebuilt: GraphRebuilt) -> None:
-    """Give the new version's graph leases the positions the rebuild reached (as the runner's)."""
-    await leases.ensure(parents_first(await log.shards()))
-    applied = await graph.applied()
-    for lease in await leases.list():
-        if lease.shard_id in rebuilt.reached.ended:
-            checkpoint = SHARD_END
-        else:
-            reached = rebuilt.reached.last.get(lease.shard_id)
-            checkpoint = reached or applied.get(lease.shard_id) or TRIM_HORIZON
-        if lease.checkpoint == checkpoint:
-            continue
-        taken = await leases.take(lease, REPLAY_OWNER)
-        if taken is None:
-            raise RuntimeError(f"the new graph's lease on {lease.shard_id} is in use: is a replay running?")
-        marked = await leases.checkpoint(taken, checkpoint)
-        if marked is None:
-            raise RuntimeError(f"the new graph's lease on {lease.shard_id} was taken during the replay")
-        await leases.release(marked)
 
 
 async def replay_graph(settings: Settings, log: Log, archive: Archive | None, version: str) -> dict[str, Any]:
@@ -224,7 +195,7 @@ async def replay_graph(settings: Settings, log: Log, archive: Archive | None, ve
             rebuilt = await rebuild_graph(log, archive, graph, progress=bar.update)
         leases = await open_graph_leases(settings, version)
         try:
-            await seed_graph_leases(leases, log, graph, rebuilt)
+            await seed_leases(leases, log, graph, rebuilt.reached, "graph")
         finally:
             await leases.close()
     finally:

@@ -15,7 +15,6 @@ Each version is folded, and read, with the fold settings the pointer recorded fo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from fanline import versions
@@ -73,14 +72,7 @@ async def run_projections(settings: Settings, log: Log, fold: FoldSettings, metr
                 consumer = Consumer(log, leases, runner.handle, worker_id=worker_id,
                                     on_lease_acquired=runner.forget, on_lease_lost=runner.forget)
                 on_stop(consumer.stop)
-                watcher = asyncio.create_task(
-                    versions.stop_at_switch(settings, version, consumer.stop, "processors"))
-                try:
-                    await consumer.run()  # returns after stop(): batch finished, checkpointed, released
-                finally:
-                    watcher.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await watcher
+                await versions.run_until_switch(settings, version, consumer, "processors")
             finally:
                 await leases.close()
         finally:

@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from processors.metrics import Metrics
 from processors.runner import Runner
@@ -237,12 +238,20 @@ async def count_events(log: Log, archive: Archive | None, until: dict[str, str] 
     return counted
 
 
-async def seed_leases(leases: LeaseStore, log: Log, store: Store, rebuilt: Rebuilt) -> None:
-    """Give the new version's lease table the positions the rebuild reached, so the processors
-    that take over after the switch read on from there (and not from the trim horizon)."""
+class Applies(Protocol):
+    """What a rebuild folds into: a projection store or a graph (each keeps its applied marks)."""
+
+    async def applied(self) -> dict[str, str]: ...
+
+
+async def seed_leases(leases: LeaseStore, log: Log, target: Applies, rebuilt: Rebuilt,
+                      what: str = "version") -> None:
+    """Give the new version's lease table (of its store, or of its graph: `what`) the positions
+    the rebuild reached, so the processors that take over after the switch read on from there
+    (and not from the trim horizon)."""
     shards = parents_first(await log.shards())
     await leases.ensure(shards)
-    applied = await store.applied()
+    applied = await target.applied()
     for lease in await leases.list():
         if lease.shard_id in rebuilt.ended:
             checkpoint = SHARD_END
@@ -252,8 +261,8 @@ async def seed_leases(leases: LeaseStore, log: Log, store: Store, rebuilt: Rebui
             continue
         taken = await leases.take(lease, REPLAY_OWNER)
         if taken is None:
-            raise RuntimeError(f"the new version's lease on {lease.shard_id} is in use: is a replay running?")
+            raise RuntimeError(f"the new {what}'s lease on {lease.shard_id} is in use: is a replay running?")
         marked = await leases.checkpoint(taken, checkpoint)
         if marked is None:
-            raise RuntimeError(f"the new version's lease on {lease.shard_id} was taken during the replay")
+            raise RuntimeError(f"the new {what}'s lease on {lease.shard_id} was taken during the replay")
         await leases.release(marked)

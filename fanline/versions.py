@@ -15,6 +15,7 @@ records (`version_fold`); the environment's count only for a version without a r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from projections.store import Store
 from projections.tables import TABLES
 from projections.versions import FilePointer, VersionPointer, Versions, check_version
 from streams.archive import Archive, LocalArchive
+from streams.consumer import Consumer
 from streams.dynamodb_leases import DynamoDBLeaseStore
 from streams.leases import LeaseStore
 from streams.s3_archive import S3Archive
@@ -193,7 +195,19 @@ async def open_archive_leases(settings: Settings) -> LeaseStore:
     return leases
 
 
-async def stop_at_switch(settings: Settings, version: str, stop: Callable[[], None], who: str) -> None:
+async def run_until_switch(settings: Settings, version: str, consumer: Consumer, who: str) -> None:
+    """Run `consumer` (of `version`'s leases) until it stops: on its own, or once the pointer
+    names another active version (it then finishes its batch, checkpoints and releases)."""
+    watcher = asyncio.create_task(_stop_at_switch(settings, version, consumer.stop, who))
+    try:
+        await consumer.run()
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+
+
+async def _stop_at_switch(settings: Settings, version: str, stop: Callable[[], None], who: str) -> None:
     """Call `stop` once the pointer names an active version other than `version` (looked at
     once per POINTER_CHECK_S; a pointer that cannot be read is logged and looked at again)."""
     pointer = await open_pointer(settings)
