@@ -280,7 +280,6 @@ class SQLiteStore:
         self._stamps_max_age_s = stamps_max_age_s
         self._stamps_checked = -math.inf  # time.monotonic() of the last data_version asked
         self._stamps_version: int | None = None
-        self._reader_stamps: dict[str, int] = {}
         self._author_stamps: dict[str, int] = {}
         self._feed_stamps: dict[str, tuple[tuple[str, ...], Hashable]] = {}  # user -> (authors, stamp)
         # Open and create the schema on the store's own thread, where every later call runs.
@@ -476,19 +475,15 @@ class SQLiteStore:
             if now - self._stamps_checked >= self._stamps_max_age_s:
                 self._stamps_checked = now
                 version = reader.execute("PRAGMA data_version").fetchone()[0]
-            else:
-                version = self._stamps_version
-            if version != self._stamps_version:
-                self._stamps_version = version
-                self._reader_stamps.clear()
-                self._author_stamps.clear()
-                self._feed_stamps.clear()
+                if version != self._stamps_version:
+                    self._stamps_version = version
+                    self._author_stamps.clear()
+                    self._feed_stamps.clear()
             known = self._feed_stamps.get(user_id)
             if known is not None and known[0] == authors:
                 return known[1]
-            stamp = (self._token, self._stamp(reader, self._reader_stamps, stamps.READER_STAMP, user_id),
-                     *[self._stamp(reader, self._author_stamps, stamps.AUTHOR_STAMP, a)
-                       for a in (stamps.EPOCH, *authors)])
+            stamp = (self._token, _stamp_row(reader, stamps.READER_STAMP, user_id),
+                     *[self._author_stamp(reader, a) for a in (stamps.EPOCH, *authors)])
             self._feed_stamps[user_id] = (tuple(authors), stamp)
             return stamp
         except sqlite3.OperationalError as exc:
@@ -496,12 +491,11 @@ class SQLiteStore:
                 raise StoreUnavailable(f"sqlite store {self._path}: {exc}") from exc
             return None
 
-    @staticmethod
-    def _stamp(reader: sqlite3.Connection, known: dict[str, int], sql: str, user_id: str) -> int:
-        stamp = known.get(user_id)
+    def _author_stamp(self, reader: sqlite3.Connection, author_id: str) -> int:
+        # Shared by every reader who pulls this author: read once per change of the file.
+        stamp = self._author_stamps.get(author_id)
         if stamp is None:
-            row = reader.execute(sql, (user_id,)).fetchone()
-            stamp = known[user_id] = 0 if row is None else row[0]
+            stamp = self._author_stamps[author_id] = _stamp_row(reader, stamps.AUTHOR_STAMP, author_id)
         return stamp
 
     # --- dead letters ----------------------------------------------------------------------
@@ -539,6 +533,11 @@ class SQLiteStore:
         if self._conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._close_writer)
         self._executor.shutdown(wait=True)
+
+
+def _stamp_row(reader: sqlite3.Connection, sql: str, user_id: str) -> int:
+    row = reader.execute(sql, (user_id,)).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _open_reader(path: str) -> sqlite3.Connection:
