@@ -26,7 +26,8 @@ from typing import Any, cast
 
 import click
 
-from fanline.settings import Settings, SettingsError
+from fanline.commands.options import command_settings
+from fanline.settings import Settings
 from fanline.wiring import active_fold_settings, open_store
 from processors.metrics import Metrics
 from processors.runner import Runner
@@ -86,13 +87,6 @@ async def retry_letter(store: Store, settings: Settings, letter: DeadLetter) -> 
     return f"the shard's mark kept moving through {RETRY_ROUNDS} tries; retry later"
 
 
-def _settings(data_dir: Path | None) -> Settings:
-    try:
-        return Settings.load({"data_dir": data_dir})
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
-
-
 def _describe(letter: DeadLetter) -> str:
     when = datetime.datetime.fromtimestamp(letter.failed_at_ms / 1000, datetime.UTC)
     when_text = when.isoformat(timespec="seconds")
@@ -119,7 +113,7 @@ def list_letters(data_dir: Path | None, limit: int) -> None:
     """Show the dead letters, by shard and sequence."""
 
     async def run() -> list[DeadLetter]:
-        store = await open_store(_settings(data_dir))
+        store = await open_store(command_settings(data_dir=data_dir))
         try:
             return await store.dead_letters(limit)
         finally:
@@ -146,7 +140,7 @@ def retry(data_dir: Path | None, letters: tuple[str, ...], every: bool) -> None:
         if not sep or not shard or not sequence:
             raise click.UsageError(f"{name!r}: expected SHARD:SEQUENCE (as `deadletters list` shows them)")
         wanted.add((shard, sequence))
-    settings = _settings(data_dir)
+    settings = command_settings(data_dir=data_dir)
     failed = asyncio.run(_retry(settings, None if every else wanted))
     if failed:
         raise SystemExit(1)

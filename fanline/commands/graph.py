@@ -16,13 +16,13 @@ import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import click
 
 from fanline import versions
+from fanline.commands.options import command_settings
 from fanline.graph import GraphCheck, GraphVerifyError, active_graph, verify_graph
-from fanline.settings import Settings, SettingsError
+from fanline.settings import Settings
 from fanline.wiring import open_log
 from projections.graph_gremlin import GremlinGraph
 
@@ -59,13 +59,7 @@ def graph() -> None:
 @click.option("--endpoint-url", help="Kinesis at this emulator URL (the aws backend).")
 def verify(data_dir: Path | None, endpoint_url: str | None) -> None:
     """Replay the log into a scratch graph to the graph's marks; compare; exit 1 if they differ."""
-    overrides: dict[str, Any] = {"data_dir": data_dir, "endpoint_url": endpoint_url}
-    if endpoint_url is not None:
-        overrides["backend"] = "aws"
-    try:
-        settings = Settings.load(overrides)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+    settings = command_settings(data_dir=data_dir, endpoint_url=endpoint_url)
     with tempfile.TemporaryDirectory(prefix="fanline-graph-verify-") as scratch:
         check = asyncio.run(_verify(settings, Path(scratch)))
     for line in check.differences[:SHOWN_DIFFERENCES]:

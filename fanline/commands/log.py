@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from fanline import wiring
-from fanline.settings import Settings, SettingsError
+from fanline.commands.options import command_settings
+from fanline.settings import Settings
 from streams.events import EventDecodeError, decode, encode
 from streams.log import Log, Position, Record, ShardReader
 
@@ -31,10 +32,7 @@ data_dir_option = click.option(
 
 
 def _settings(data_dir: Path | None) -> Settings:
-    try:
-        settings = Settings.load({"data_dir": data_dir})
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+    settings = command_settings(data_dir=data_dir)
     # Reading must not create: a mistyped --data-dir would otherwise leave an empty log behind.
     if settings.backend == "sqlite" and not (settings.data_dir / "log.db").exists():
         raise click.UsageError(f"no event log in {settings.data_dir} (is --data-dir right?)")

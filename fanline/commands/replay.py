@@ -45,9 +45,10 @@ import msgspec
 from tqdm import tqdm
 
 from fanline import versions as v
+from fanline.commands.options import command_settings
 from fanline.graph import drop_graph_version, replay_graph, verify_graph_version
 from fanline.replay import Rebuilt, bulk_rebuild, count_events, rebuild, seed_leases
-from fanline.settings import Settings, SettingsError
+from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_log
 from processors.settings import FoldSettings
 from projections.dynamodb_items import dynamodb_rows
@@ -69,18 +70,6 @@ SHOWN_DIFFERENCES = 10
 # fanline.replay.bulk_rebuild); above it, it streams into SQLite batch by batch. The 5K world
 # measured ~0.6 KB of memory per event (803 611 events, 3.4M timeline entries: 585 MB peak).
 BULK_MAX_EVENTS = 20_000_000
-
-
-def _settings(data_dir: Path | None, endpoint_url: str | None, strategy: str | None,
-              celebrity_threshold: int | None) -> Settings:
-    overrides: dict[str, Any] = {"data_dir": data_dir, "endpoint_url": endpoint_url, "strategy": strategy,
-                                 "celebrity_threshold": celebrity_threshold}
-    if endpoint_url is not None:
-        overrides["backend"] = "aws"
-    try:
-        return Settings.load(overrides)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
 
 
 async def _build(settings: Settings, fold: FoldSettings, stack: AsyncExitStack, version: str, log: Log,
@@ -256,7 +245,8 @@ def replay_command(data_dir: Path | None, endpoint_url: str | None, strategy: st
     """Rebuild the projections from the archive and the stream; switch the API to them."""
     if verify_ and drop_old:
         raise click.UsageError("--verify and --drop-old exclude each other")
-    settings = _settings(data_dir, endpoint_url, strategy, celebrity_threshold)
+    settings = command_settings(data_dir=data_dir, endpoint_url=endpoint_url, strategy=strategy,
+                                celebrity_threshold=celebrity_threshold)
     if settings.backend == "sqlite" and not (settings.data_dir / "log.db").exists():
         raise click.UsageError(f"no event log in {settings.data_dir} (is --data-dir right?)")
     if drop_old:

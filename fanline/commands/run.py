@@ -23,7 +23,6 @@ from collections.abc import Callable
 from contextlib import AsyncExitStack, ExitStack
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import click
 import msgspec
@@ -33,9 +32,10 @@ from prometheus_client import REGISTRY, start_http_server
 from api.app import create_app
 from api.auth import Tokens
 from fanline import emulators
+from fanline.commands.options import command_settings
 from fanline.graph import open_following_graph
 from fanline.processing import open_following_store, run_processors
-from fanline.settings import Settings, SettingsError
+from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_accounts, open_log
 from load.world import WorldSpec, ensure_world
 from processors.metrics import Metrics
@@ -75,16 +75,6 @@ class Stopper:
             for callback in self._callbacks:
                 # threadsafe: it also wakes a loop that sleeps in select().
                 self._loop.call_soon_threadsafe(callback)
-
-
-def _settings(data_dir: Path | None, endpoint_url: str | None) -> Settings:
-    overrides: dict[str, Any] = {"data_dir": data_dir, "endpoint_url": endpoint_url}
-    if endpoint_url is not None:
-        overrides["backend"] = "aws"
-    try:
-        return Settings.load(overrides)
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
 
 
 def _options(command: Callable[..., None]) -> Callable[..., None]:
@@ -243,7 +233,7 @@ def up(data_dir: Path | None, host: str, port: int, world: int | None, no_world:
        aws_emulators: bool, endpoint_url: str | None) -> None:
     """Run the API and the processors together (with a small synthetic world) until Ctrl-C."""
     _check(world, no_world, aws_emulators, endpoint_url)
-    settings = _settings(data_dir, endpoint_url)
+    settings = command_settings(data_dir=data_dir, endpoint_url=endpoint_url)
     stopper = Stopper()
     stopper.install()
     ok = True
@@ -296,7 +286,7 @@ def api(data_dir: Path | None, host: str, port: int, world: int | None, no_world
     _check(world, no_world, aws_emulators, endpoint_url)
     if aws_emulators:
         raise click.UsageError("--aws-emulators is for `fanline up`; give `fanline api` --endpoint-url")
-    settings = _settings(data_dir, endpoint_url)
+    settings = command_settings(data_dir=data_dir, endpoint_url=endpoint_url)
     stopper = Stopper()
     stopper.install()
     url = f"http://{host}:{port}"
@@ -313,7 +303,7 @@ def process(data_dir: Path | None, host: str, port: int, world: int | None, no_w
     _check(world, no_world, aws_emulators, endpoint_url)
     if aws_emulators:
         raise click.UsageError("--aws-emulators is for `fanline up`; give `fanline process` --endpoint-url")
-    settings = _settings(data_dir, endpoint_url)
+    settings = command_settings(data_dir=data_dir, endpoint_url=endpoint_url)
     stopper = Stopper()
     stopper.install()
     asyncio.run(_process(settings, stopper, host, metrics_port))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from api.auth import TOKEN_TTL_S, Tokens
-from fanline.settings import Settings, SettingsError
+from fanline.commands.options import command_settings
 
 
 @click.command()
@@ -18,9 +18,6 @@ from fanline.settings import Settings, SettingsError
               help="Seconds until the token expires.")
 def token(user_id: str, producer: bool, data_dir: Path | None, ttl: int) -> None:
     """Print a bearer token for USER_ID (FANLINE_SECRET, or the secret in the data directory)."""
-    try:
-        settings = Settings.load({"data_dir": data_dir})
-    except SettingsError as exc:
-        raise click.UsageError(str(exc)) from exc
+    settings = command_settings(data_dir=data_dir)
     tokens = Tokens(settings.signing_secret(), ttl_s=ttl)
     click.echo(tokens.issue(user_id, "producer" if producer else "user"))
