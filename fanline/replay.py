@@ -24,9 +24,10 @@ from where the bulk phase stopped, into the SQLite store as above.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,9 @@ class Rebuilt:
     bulk_events: int = 0  # of `events`, those folded in memory and bulk-written
     bulk_rows: int = 0
     bulk_write_seconds: float = 0.0  # of `seconds`, writing the bulk phase's rows
+    workers: int = 1  # processes that folded the bulk phase (fanline.bulk_workers)
+    merge_seconds: float = 0.0  # of `bulk_write_seconds`, merging the workers' parts
+    shard_events: dict[str, int] = field(default_factory=dict)  # per shard (count_events)
 
     @property
     def events_per_s(self) -> float:
@@ -128,19 +132,18 @@ class QuietMetrics(Metrics):
 async def rebuild(
     log: Log, archive: Archive | None, store: Store, settings: FoldSettings, *,
     until: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None,
-    batch: int = BATCH, after: Rebuilt | None = None,
+    batch: int = BATCH, after: Rebuilt | None = None, shards: Collection[str] | None = None,
 ) -> Rebuilt:
     """Shards are rebuilt concurrently (a child once its parents are done): while one shard's
     batch is written on the store's thread, another's is folded on this one.
 
     `after`: what a bulk phase folded into `store` already; each shard goes on in the stream
     after the last record it read (a shard it read to its end is done), and the result counts
-    both phases."""
+    both phases. `shards`: only these (a worker's group, fanline.bulk_workers)."""
     runner = Runner(store, settings, QuietMetrics())
     rebuilt = Rebuilt()
     if after is not None:
-        rebuilt = Rebuilt(after.events, after.seconds, after.cpu_seconds, dict(after.last), set(after.ended),
-                          after.bulk_events, after.bulk_rows, after.bulk_write_seconds)
+        rebuilt = dataclasses.replace(after, last=dict(after.last), ended=set(after.ended))
     started, cpu = time.perf_counter(), time.process_time()
     order, in_log = await shard_order(log, archive)
     finished = {shard_id: asyncio.Event() for shard_id in order}
@@ -151,6 +154,8 @@ async def rebuild(
                 if parent in finished:
                     await finished[parent].wait()
             if (until is not None and shard_id not in until) or shard_id in rebuilt.ended:
+                return
+            if shards is not None and shard_id not in shards:
                 return
             pending: list[Record] = []
             start = rebuilt.last.get(shard_id) if after is not None else None
@@ -233,6 +238,7 @@ async def count_events(log: Log, archive: Archive | None, until: dict[str, str] 
                                       None if until is None else until[shard_id], counted):
             to_batch(shard_id, ReadResult(records, end_of_shard=False, millis_behind=0))
             counted.events += len(records)
+            counted.shard_events[shard_id] = counted.shard_events.get(shard_id, 0) + len(records)
     counted.seconds = time.perf_counter() - started
     counted.cpu_seconds = time.process_time() - cpu
     return counted

@@ -45,9 +45,10 @@ import msgspec
 from tqdm import tqdm
 
 from fanline import versions as v
+from fanline.bulk_workers import parallel_bulk_rebuild
 from fanline.commands.options import command_settings
 from fanline.graph import drop_graph_version, replay_graph, verify_graph_version
-from fanline.replay import Rebuilt, bulk_rebuild, count_events, rebuild, seed_leases
+from fanline.replay import Rebuilt, count_events, rebuild, seed_leases
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_log
 from processors.settings import FoldSettings
@@ -74,10 +75,11 @@ BULK_MAX_EVENTS = 20_000_000
 
 async def _build(settings: Settings, fold: FoldSettings, stack: AsyncExitStack, version: str, log: Log,
                  archive: Archive | None, until: dict[str, str] | None,
-                 bulk_max_events: int) -> tuple[Rebuilt, Rebuilt, Store]:
+                 bulk_max_events: int, workers: int | None) -> tuple[Rebuilt, Rebuilt, Store]:
     """The baseline pass (read and decode only; it also gives the ETA its total), then the rebuild
     with `fold`: on SQLite, into a version with nothing applied yet and up to `bulk_max_events`, in
-    memory then written at once (bulk_rebuild); then whatever is left, streamed into the version's store."""
+    memory then written at once (by `workers` processes: fanline.bulk_workers); then whatever is
+    left, streamed into the version's store."""
     counted = await count_events(log, archive, until)
     path = v.store_path(settings, version)
     bulk = None
@@ -85,7 +87,9 @@ async def _build(settings: Settings, fold: FoldSettings, stack: AsyncExitStack, 
               desc="replay") as bar:
         if (settings.backend == "sqlite" and counted.events <= bulk_max_events
                 and not await asyncio.to_thread(has_applied, path)):
-            bulk = await bulk_rebuild(log, archive, path, fold, until=until, progress=bar.update)
+            bulk = await parallel_bulk_rebuild(settings, log, archive, path, fold, until=until,
+                                               counts=counted.shard_events, progress=bar.update,
+                                               workers=workers)
         store: Store
         if settings.backend == "sqlite":  # no fsync per batch: `replay` syncs it before the switch
             store = SQLiteStore(path, cache_mib=BUILD_CACHE_MIB, durable=False)
@@ -106,10 +110,12 @@ def _figures(counted: Rebuilt, rebuilt: Rebuilt) -> dict[str, Any]:
                           if counted.events_per_s else None),
         "path": "bulk" if rebuilt.bulk_events else "streaming", "bulk_events": rebuilt.bulk_events,
         "bulk_rows": rebuilt.bulk_rows, "bulk_write_s": round(rebuilt.bulk_write_seconds, 3),
+        "workers": rebuilt.workers, "merge_s": round(rebuilt.merge_seconds, 3),
     }
 
 
-async def replay(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS) -> dict[str, Any]:
+async def replay(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS,
+                 workers: int | None = None) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         pointer = await v.open_pointer(settings, create=True)
         stack.push_async_callback(pointer.close)
@@ -133,7 +139,7 @@ async def replay(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS) -> 
         if archive is not None:
             stack.push_async_callback(archive.close)
         counted, rebuilt, store = await _build(settings, fold, stack, version, log, archive, None,
-                                               bulk_max_events)
+                                               bulk_max_events, workers)
         leases = await v.open_leases_version(settings, version)
         stack.push_async_callback(leases.close)
         await seed_leases(leases, log, store, rebuilt)
@@ -167,7 +173,8 @@ async def _compare(
     return total, shown
 
 
-async def verify(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS) -> dict[str, Any]:
+async def verify(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS,
+                 workers: int | None = None) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         pointer = await v.open_pointer(settings)
         versions = await pointer.get()
@@ -186,7 +193,7 @@ async def verify(settings: Settings, bulk_max_events: int = BULK_MAX_EVENTS) -> 
         click.echo(f"verifying projection version {live_version!r} at {len(until)} shard positions")
         fold = v.version_fold(versions, live_version, fold_settings(settings))
         counted, rebuilt, scratch = await _build(settings, fold, stack, SCRATCH, log, archive, until,
-                                                 bulk_max_events)
+                                                 bulk_max_events, workers)
         count, shown = await _compare(settings, live, scratch, live_version)
         graph_figures = await verify_graph_version(settings, log, archive, live_version)  # FANLINE_GRAPH
         moved = await live.applied() != until
@@ -239,9 +246,11 @@ async def drop_old_versions(settings: Settings) -> tuple[list[str], list[str]]:
 @click.option("--bulk-max-events", type=click.IntRange(min=0), default=BULK_MAX_EVENTS, show_default=True,
               help="SQLite: fold up to this many events in memory and write the store at once; "
                    "above it, stream into SQLite batch by batch (0: always stream).")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="SQLite bulk path: processes folding groups of shards (default: one per core).")
 def replay_command(data_dir: Path | None, endpoint_url: str | None, strategy: str | None,
                    celebrity_threshold: int | None, verify_: bool, drop_old: bool,
-                   bulk_max_events: int) -> None:
+                   bulk_max_events: int, workers: int | None) -> None:
     """Rebuild the projections from the archive and the stream; switch the API to them."""
     if verify_ and drop_old:
         raise click.UsageError("--verify and --drop-old exclude each other")
@@ -259,9 +268,9 @@ def replay_command(data_dir: Path | None, endpoint_url: str | None, strategy: st
         click.echo(json.dumps({"dropped": dropped, "kept": kept}))
         return
     if verify_:
-        figures = asyncio.run(verify(settings, bulk_max_events))
+        figures = asyncio.run(verify(settings, bulk_max_events, workers))
         click.echo(json.dumps(figures))
         if not figures["identical"]:
             sys.exit(1)
         return
-    click.echo(json.dumps(asyncio.run(replay(settings, bulk_max_events))))
+    click.echo(json.dumps(asyncio.run(replay(settings, bulk_max_events, workers))))

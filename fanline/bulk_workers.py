@@ -1,0 +1,225 @@
+"""A bulk rebuild on every core: groups of shards folded in worker processes, their stores merged.
+
+Everything a fold reads belongs to the partition-key users of a shard (processors.state), so
+shards fold independently: each worker process folds its group of shards exactly as
+`fanline.replay.bulk_rebuild` does (the same Runner, batches and MemoryStore) and writes them
+into a part file (`<path>.part<i>`, every table in key order); the parent process then merges
+the parts into the store at `path` in key order, each timeline trimmed to the cap
+(`projections.sqlite_bulk.merge_stores`), and renames it into place. A shard's children are
+folded after it in the same worker (a lineage is one group); groups are balanced by the events
+the counting pass found in each shard.
+
+A worker sends its figures back through a pipe and ends with `os._exit`: freeing a MemoryStore
+of millions of objects one by one would cost seconds (minutes for the 100K world) for nothing.
+A worker that fails (or is killed) fails the rebuild; parts are scratch files, removed after
+the merge and before the next attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from pathlib import Path
+
+from fanline import versions
+from fanline.replay import BATCH, Rebuilt, _no_gc, bulk_rebuild, rebuild, shard_order
+from fanline.settings import Settings
+from fanline.wiring import open_log
+from processors.settings import FoldSettings
+from projections.memory_store import MemoryStore
+from projections.sqlite_bulk import merge_stores, write_store
+from streams.archive import Archive
+from streams.log import Log, Shard
+
+POLL_S = 0.25
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+def shard_groups(order: Sequence[str], in_log: dict[str, Shard], counts: dict[str, int],
+                 workers: int) -> list[list[str]]:
+    """At most `workers` groups of shards, each a union of whole lineages (a shard with its
+    parents), balanced by events (the largest lineage first to the lightest group), each in
+    `order` (parents first). Shards with no events are left out."""
+    lineage = {shard_id: shard_id for shard_id in order}
+
+    def root(shard_id: str) -> str:
+        while lineage[shard_id] != shard_id:
+            shard_id = lineage[shard_id]
+        return shard_id
+
+    for shard_id in order:
+        for parent in in_log[shard_id].parent_ids if shard_id in in_log else ():
+            if parent in lineage:
+                lineage[root(shard_id)] = root(parent)
+    members: dict[str, list[str]] = {}
+    for shard_id in order:
+        if counts.get(shard_id, 0):
+            members.setdefault(root(shard_id), []).append(shard_id)
+    groups: list[tuple[int, list[str]]] = [(0, []) for _ in range(max(1, min(workers, len(members))))]
+    for shards in sorted(members.values(), key=lambda s: -sum(counts[i] for i in s)):
+        lightest = min(range(len(groups)), key=lambda g: groups[g][0])
+        events, group = groups[lightest]
+        groups[lightest] = (events + sum(counts[i] for i in shards), group + shards)
+    position = {shard_id: i for i, shard_id in enumerate(order)}
+    return [sorted(group, key=position.__getitem__) for _, group in groups if group]
+
+
+def part_paths(path: Path, count: int) -> list[Path]:
+    """Named after this process too: a worker orphaned by a killed replay (were it to outlive its
+    parent) could never overwrite the part of the next one."""
+    return [path.with_name(f"{path.name}.part{os.getpid()}-{i}") for i in range(count)]
+
+
+def remove_parts(path: Path) -> None:
+    """The part files a killed rebuild left beside `path` (with their journals)."""
+    for part in path.parent.glob(f"{path.name}.part*"):
+        part.unlink(missing_ok=True)
+
+
+async def parallel_bulk_rebuild(
+    settings: Settings, log: Log, archive: Archive | None, path: Path, fold: FoldSettings, *,
+    counts: dict[str, int], until: dict[str, str] | None = None,
+    progress: Callable[[int], None] = lambda n: None, workers: int | None = None, batch: int = BATCH,
+) -> Rebuilt:
+    """`fanline.replay.bulk_rebuild` with the shards folded by up to `workers` processes
+    (default: one per core); `counts` are the events per shard (the counting pass's). With one
+    group it is bulk_rebuild itself, in this process."""
+    order, in_log = await shard_order(log, archive)
+    if until is not None:
+        order = [shard_id for shard_id in order if shard_id in until]
+    groups = shard_groups(order, in_log, counts, workers or default_workers())
+    if len(groups) < 2:
+        return await bulk_rebuild(log, archive, path, fold, until=until, progress=progress, batch=batch)
+    started, cpu = time.perf_counter(), time.process_time()
+    remove_parts(path)
+    parts = part_paths(path, len(groups))
+    try:
+        folded = await _run_workers(settings, fold, groups, parts, until, batch, progress)
+        merging = time.perf_counter()
+        rows = await asyncio.to_thread(merge_stores, path, parts, fold.timeline_cap)
+        merge_s = time.perf_counter() - merging
+    finally:
+        remove_parts(path)
+    rebuilt = Rebuilt(bulk_rows=rows, workers=len(groups), merge_seconds=merge_s)
+    for part in folded:
+        rebuilt.events += part.events
+        rebuilt.last.update(part.last)
+        rebuilt.ended |= part.ended
+        rebuilt.cpu_seconds += part.cpu_seconds
+    rebuilt.bulk_events = rebuilt.events
+    rebuilt.bulk_write_seconds = max(p.bulk_write_seconds for p in folded) + merge_s
+    rebuilt.seconds = time.perf_counter() - started
+    rebuilt.cpu_seconds += time.process_time() - cpu
+    return rebuilt
+
+
+async def _run_workers(settings: Settings, fold: FoldSettings, groups: list[list[str]], parts: list[Path],
+                       until: dict[str, str] | None, batch: int,
+                       progress: Callable[[int], None]) -> list[Rebuilt]:
+    # spawn, not fork: this process has threads (SQLite's, asyncio's), which fork does not copy.
+    context = multiprocessing.get_context("spawn")
+    folded_events = context.Value("q", 0)
+    processes, pipes = [], []
+    for group, part in zip(groups, parts, strict=True):
+        receive, send = context.Pipe(duplex=False)
+        process = context.Process(target=_worker, name=f"fanline-replay-{part.name}",
+                                  args=(os.getpid(), send, folded_events, settings, fold, group, part,
+                                        until, batch))
+        process.start()
+        send.close()
+        processes.append(process)
+        pipes.append(receive)
+    reported = 0
+    try:
+        while not all(pipe.poll() for pipe in pipes):
+            pairs = zip(processes, pipes, strict=True)
+            if any(not process.is_alive() and not pipe.poll() for process, pipe in pairs):
+                break  # a worker died without a result: fail now, not after the others finish
+            await asyncio.sleep(POLL_S)
+            now = int(folded_events.value)
+            progress(now - reported)
+            reported = now
+        results = [_result(process, pipe) for process, pipe in zip(processes, pipes, strict=True)]
+        progress(int(folded_events.value) - reported)
+        return results
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.kill()
+            process.join()
+
+
+def _result(process: multiprocessing.process.BaseProcess, pipe: Connection) -> Rebuilt:
+    if not pipe.poll(5):
+        raise RuntimeError(f"replay worker {process.name} ended without a result (exit code "
+                           f"{process.exitcode}: killed, or out of memory?)")
+    outcome = pipe.recv()
+    if isinstance(outcome, str):
+        raise RuntimeError(f"replay worker {process.name} failed:\n{outcome}")
+    assert isinstance(outcome, Rebuilt)
+    return outcome
+
+
+def _worker(parent: int, pipe: Connection, folded_events: Synchronized[int], settings: Settings,
+            fold: FoldSettings, shards: list[str], part: Path, until: dict[str, str] | None,
+            batch: int) -> None:
+    _die_with_parent(parent)
+    try:
+        folding = _fold_part(folded_events, settings, fold, shards, part, until, batch)
+        outcome: Rebuilt | str = asyncio.run(folding)
+    except BaseException:
+        outcome = traceback.format_exc()
+    pipe.send(outcome)
+    pipe.close()
+    os._exit(0)  # the MemoryStore is not freed object by object: the process is gone
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this worker when the replay that started it dies (SIGKILL included):
+    nobody would merge its part."""
+    if sys.platform != "linux":
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before the request was in place
+        os._exit(1)
+
+
+async def _fold_part(folded_events: Synchronized[int], settings: Settings, fold: FoldSettings,
+                     shards: list[str], part: Path, until: dict[str, str] | None, batch: int) -> Rebuilt:
+    def count(events: int) -> None:
+        with folded_events.get_lock():
+            folded_events.value += events
+
+    log = await open_log(settings)
+    archive = await versions.open_archive(settings)
+    try:
+        started, cpu = time.perf_counter(), time.process_time()
+        store = MemoryStore()
+        with _no_gc():
+            rebuilt = await rebuild(log, archive, store, fold, until=until, shards=set(shards),
+                                    progress=count, batch=batch)
+            writing = time.perf_counter()
+            rebuilt.bulk_rows = write_store(part, store.rows, durable=False)
+            rebuilt.bulk_write_seconds = time.perf_counter() - writing
+        rebuilt.seconds = time.perf_counter() - started
+        rebuilt.cpu_seconds = time.process_time() - cpu
+        return rebuilt
+    finally:
+        if archive is not None:
+            await archive.close()
+        await log.close()

@@ -1,0 +1,134 @@
+"""The bulk rebuild on several cores (fanline.bulk_workers, projections.sqlite_bulk.merge_stores):
+shard groups folded by worker processes and merged give the store one process gives, the
+streaming rebuild too, timelines trimmed to the cap; a failing worker fails the rebuild and
+leaves no store and no part behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fanline.bulk_workers import parallel_bulk_rebuild, shard_groups
+from fanline.replay import count_events, rebuild
+from fanline.settings import Settings
+from fanline.wiring import open_log
+from load.world import WorldSpec, world_events
+from processors.settings import FoldSettings
+from projections.memory_store import MemoryStore
+from projections.records import PutTimelineEntries, TimelineEntry
+from projections.sqlite_bulk import has_applied, merge_stores, write_store
+from projections.sqlite_store import SQLiteStore
+from streams.archive import LocalArchive
+from streams.log import Position, Shard
+from tests.replay_helpers import THRESHOLD, append, history
+from tests.test_replay_bulk import row_count, same_rows
+
+BATCH = 97
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    return Settings.load({"data_dir": tmp_path / "data", "shards": 4}, environ={})
+
+
+async def parallel_and_streamed(tmp_path: Path, settings: Settings, folds: FoldSettings) -> tuple[Path, Path]:
+    """The log of `settings` rebuilt by two workers, and streamed into SQLite by one process."""
+    log = await open_log(settings)
+    parallel_path, streamed_path = tmp_path / "parallel.db", tmp_path / "streamed.db"
+    streamed = SQLiteStore(streamed_path)
+    try:
+        counted = await count_events(log, None)
+        assert len(counted.shard_events) == 4
+        bulk = await parallel_bulk_rebuild(settings, log, None, parallel_path, folds,
+                                           counts=counted.shard_events, workers=2, batch=BATCH)
+        assert bulk.workers == 2 and bulk.events == bulk.bulk_events == counted.events
+        assert set(bulk.last) == set(counted.shard_events)
+        await rebuild(log, None, streamed, folds, batch=BATCH)
+    finally:
+        await streamed.close()
+        await log.close()
+    assert has_applied(parallel_path) and not list(tmp_path.glob("parallel.db.*"))  # parts removed
+    return parallel_path, streamed_path
+
+
+async def test_two_workers_give_the_streamed_store_with_deletes_unfollows_and_dead_letters(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    log = await open_log(settings)
+    await append(log, history(120))
+    await log.append([("u1", b"not an event")])  # dead-lettered by the worker folding its shard
+    await log.close()
+    # A cap no timeline reaches: with deletes, where a cap trims decides the entries (README).
+    folds = FoldSettings(strategy="hybrid", celebrity_threshold=THRESHOLD, timeline_cap=800)
+    parallel, streamed = await parallel_and_streamed(tmp_path, settings, folds)
+    assert row_count(parallel, "timelines") > 1000 and row_count(parallel, "dead_letters") == 1
+    assert same_rows(streamed, parallel) == {}
+
+
+async def test_two_workers_trim_every_timeline_to_the_cap_as_the_live_fold(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    log = await open_log(settings)
+    world = WorldSpec(users=150, posts_per_user=6, popular=3, popular_share=0.5, follows_per_user=9)
+    await append(log, list(world_events(world)))
+    await log.close()
+    for strategy in ("push", "hybrid"):  # push: the celebrities' posts too
+        folds = FoldSettings(strategy=strategy, celebrity_threshold=THRESHOLD, timeline_cap=7)
+        (tmp_path / strategy).mkdir()
+        parallel, streamed = await parallel_and_streamed(tmp_path / strategy, settings, folds)
+        assert row_count(streamed, "timelines") == row_count(parallel, "timelines") > 150 * 6
+        assert same_rows(streamed, parallel) == {}
+
+
+async def test_merged_timelines_keep_the_newest_of_every_part(tmp_path: Path) -> None:
+    parts = []
+    for n, timestamps in enumerate([(1, 4, 5, 9), (2, 3, 8), ()]):
+        part = MemoryStore()
+        entries = tuple(TimelineEntry("reader", ts, f"p{ts}", f"author{n}") for ts in timestamps)
+        entries += (TimelineEntry(f"only{n}", 1, f"q{n}", f"author{n}"),)
+        await part.apply([PutTimelineEntries(entries)], f"shard-{n}", str(n + 1))
+        parts.append(tmp_path / f"part{n}.db")
+        write_store(parts[-1], part.rows, durable=False)
+    merged = tmp_path / "merged.db"
+    merge_stores(merged, parts, timeline_cap=4)
+    store = SQLiteStore(merged)
+    try:
+        assert [e.ts for e in await store.timeline_page("reader", 10, None)] == [9, 8, 5, 4]
+        assert [e.post_id for e in await store.timeline_page("only1", 10, None)] == ["q1"]
+        assert await store.applied() == {"shard-0": "1", "shard-1": "2", "shard-2": "3"}
+    finally:
+        await store.close()
+
+
+def test_shard_groups_keep_lineages_together_and_balance_events() -> None:
+    def shard(shard_id: str, *parents: str) -> Shard:
+        return Shard(shard_id, parents, 0, 1)
+
+    shards = [shard("a"), shard("b"), shard("c"), shard("a1", "a"), shard("a2", "a"), shard("ab", "a1", "b")]
+    in_log = {s.shard_id: s for s in shards}
+    order = [s.shard_id for s in shards]
+    counts = {"a": 10, "b": 10, "c": 25, "a1": 5, "a2": 5, "ab": 1, "empty": 0}
+    # a's lineage (a, a1, a2, ab) holds b through ab's two parents: 31 events against c's 25.
+    assert shard_groups(order, in_log, counts, 2) == [["a", "b", "a1", "a2", "ab"], ["c"]]
+    assert shard_groups(order, in_log, counts, 1) == [order]
+    assert shard_groups(["x", "y", "z"], {}, {"x": 5, "y": 4, "z": 3}, 2) == [["x"], ["y", "z"]]
+    assert shard_groups(["x", "y"], {}, {"x": 5}, 4) == [["x"]]  # nothing to fold in y
+
+
+async def test_a_failing_worker_fails_the_rebuild_and_leaves_nothing(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path)
+    log = await open_log(settings)
+    await append(log, history(60))
+    archive = LocalArchive(settings.data_dir / "archive")
+    shard_id = (await log.shards())[0].shard_id
+    records = (await log.reader(shard_id, Position.trim_horizon()).read(10_000)).records
+    await archive.write(shard_id, records)
+    for held in (settings.data_dir / "archive" / shard_id).glob("*.ndjson.gz"):
+        held.write_bytes(b"\0" * held.stat().st_size)  # the archive's file is damaged
+    path = tmp_path / "store-r1.db"
+    folds = FoldSettings(strategy="hybrid", celebrity_threshold=THRESHOLD)
+    try:
+        counted = {s.shard_id: 1 for s in await log.shards()}
+        with pytest.raises(RuntimeError, match="replay worker .* failed"):
+            await parallel_bulk_rebuild(settings, log, archive, path, folds, counts=counted, workers=2)
+    finally:
+        await log.close()
+    assert not path.exists() and not list(tmp_path.glob("store-r1.db*"))
