@@ -163,10 +163,13 @@ async def _run_workers(settings: Settings, fold: FoldSettings, groups: list[list
 
 
 def _result(process: multiprocessing.process.BaseProcess, pipe: Connection) -> Rebuilt:
-    if not pipe.poll(5):
+    try:
+        outcome = pipe.recv() if pipe.poll(5) else None
+    except EOFError:  # it closed the pipe (it died) without sending
+        outcome = None
+    if outcome is None:
         raise RuntimeError(f"replay worker {process.name} ended without a result (exit code "
                            f"{process.exitcode}: killed, or out of memory?)")
-    outcome = pipe.recv()
     if isinstance(outcome, str):
         raise RuntimeError(f"replay worker {process.name} failed:\n{outcome}")
     assert isinstance(outcome, Rebuilt)
@@ -214,7 +217,7 @@ async def _fold_part(folded_events: Synchronized[int], settings: Settings, fold:
             rebuilt = await rebuild(log, archive, store, fold, until=until, shards=set(shards),
                                     progress=count, batch=batch)
             writing = time.perf_counter()
-            rebuilt.bulk_rows = write_store(part, store.rows, durable=False)
+            rebuilt.bulk_rows = write_store(part, store.rows, part=True)
             rebuilt.bulk_write_seconds = time.perf_counter() - writing
         rebuilt.seconds = time.perf_counter() - started
         rebuilt.cpu_seconds = time.process_time() - cpu

@@ -19,6 +19,7 @@ from projections.sqlite_store import table_ddl
 from projections.tables import TABLES, TableSpec
 
 Row = tuple[Any, ...]
+PART_PAGE_SIZE = 65536
 
 
 def building_path(path: Path) -> Path:
@@ -41,16 +42,18 @@ def has_applied(path: Path) -> bool:
 
 
 def write_store(path: Path, rows: Callable[[TableSpec], Iterable[Row]], *, cache_mib: int = 64,
-                durable: bool = True) -> int:
+                part: bool = False) -> int:
     """Replace the store at `path` (nobody may have it open) with one holding `rows(spec)` for
     every table, each table's rows in its key order. Returns the number of rows written.
-    `durable=False`: no fsync (a part that `merge_stores` reads next; a crash discards it anyway)."""
+    `part`: a scratch file that `merge_stores` reads next (a crash discards it anyway): no
+    fsync, and 64 KiB pages (fewer page splits and cells to walk: ~10 % faster both ways)."""
 
     def insert(conn: sqlite3.Connection, spec: TableSpec) -> int:
         statement = f"INSERT INTO {spec.name} VALUES ({', '.join('?' * len(spec.attributes))})"
         return int(conn.executemany(statement, rows(spec)).rowcount)  # rows streamed, not listed
 
-    return _build(path, insert, cache_mib=cache_mib, durable=durable)
+    return _build(path, insert, cache_mib=cache_mib, durable=not part,
+                  page_size=PART_PAGE_SIZE if part else None)
 
 
 def merge_stores(path: Path, parts: Sequence[Path], timeline_cap: int, *, cache_mib: int = 256) -> int:
@@ -96,7 +99,8 @@ def _trim_timelines(conn: sqlite3.Connection, schemas: list[str], cap: int) -> N
 
 
 def _build(path: Path, insert: Callable[[sqlite3.Connection, TableSpec], int], *, cache_mib: int,
-           durable: bool, prepare: Callable[[sqlite3.Connection], None] = lambda conn: None) -> int:
+           durable: bool, page_size: int | None = None,
+           prepare: Callable[[sqlite3.Connection], None] = lambda conn: None) -> int:
     """Write a new store beside `path` (`insert` fills each table after its DDL), then rename it
     into place: whoever opens `path` finds no file or a complete store."""
     building = building_path(path)
@@ -104,6 +108,8 @@ def _build(path: Path, insert: Callable[[sqlite3.Connection, TableSpec], int], *
     written = 0
     conn = sqlite3.connect(building, isolation_level=None)
     try:
+        if page_size is not None:
+            conn.execute(f"PRAGMA page_size = {int(page_size)}")
         conn.execute("PRAGMA journal_mode = OFF")  # nothing to roll back to: a failure discards the file
         conn.execute("PRAGMA synchronous = OFF")  # one fsync of the whole file, below
         conn.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")

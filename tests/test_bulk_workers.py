@@ -51,7 +51,7 @@ async def parallel_and_streamed(tmp_path: Path, settings: Settings, folds: FoldS
     return parallel_path, streamed_path
 
 
-async def test_two_workers_give_the_streamed_store_with_deletes_unfollows_and_dead_letters(tmp_path: Path) -> None:
+async def test_two_workers_give_the_streamed_store_with_deletes_and_dead_letters(tmp_path: Path) -> None:
     settings = settings_for(tmp_path)
     log = await open_log(settings)
     await append(log, history(120))
@@ -86,7 +86,7 @@ async def test_merged_timelines_keep_the_newest_of_every_part(tmp_path: Path) ->
         entries += (TimelineEntry(f"only{n}", 1, f"q{n}", f"author{n}"),)
         await part.apply([PutTimelineEntries(entries)], f"shard-{n}", str(n + 1))
         parts.append(tmp_path / f"part{n}.db")
-        write_store(parts[-1], part.rows, durable=False)
+        write_store(parts[-1], part.rows, part=True)
     merged = tmp_path / "merged.db"
     merge_stores(merged, parts, timeline_cap=4)
     store = SQLiteStore(merged)
@@ -127,7 +127,7 @@ async def test_a_failing_worker_fails_the_rebuild_and_leaves_nothing(tmp_path: P
     folds = FoldSettings(strategy="hybrid", celebrity_threshold=THRESHOLD)
     try:
         counted = {s.shard_id: 1 for s in await log.shards()}
-        with pytest.raises(RuntimeError, match="replay worker .* failed"):
+        with pytest.raises(RuntimeError, match=r"replay worker .* failed"):
             await parallel_bulk_rebuild(settings, log, archive, path, folds, counts=counted, workers=2)
     finally:
         await log.close()
