@@ -91,15 +91,18 @@ def remove_parts(path: Path) -> None:
 
 async def parallel_bulk_rebuild(
     settings: Settings, log: Log, archive: Archive | None, path: Path, fold: FoldSettings, *,
-    counts: dict[str, int], until: dict[str, str] | None = None,
+    counts: dict[str, int] | None = None, until: dict[str, str] | None = None,
     progress: Callable[[int], None] = lambda n: None, workers: int | None = None, batch: int = BATCH,
 ) -> Rebuilt:
     """`fanline.replay.bulk_rebuild` with the shards folded by up to `workers` processes
-    (default: one per core); `counts` are the events per shard (the counting pass's). With one
-    group it is bulk_rebuild itself, in this process."""
+    (default: one per core); `counts` are the events per shard (the counting pass's; without
+    them every shard weighs the same, as hashed keys make them). With one group it is
+    bulk_rebuild itself, in this process."""
     order, in_log = await shard_order(log, archive)
     if until is not None:
         order = [shard_id for shard_id in order if shard_id in until]
+    if counts is None:
+        counts = dict.fromkeys(order, 1)
     groups = shard_groups(order, in_log, counts, workers or default_workers())
     if len(groups) < 2:
         return await bulk_rebuild(log, archive, path, fold, until=until, progress=progress, batch=batch)

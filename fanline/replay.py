@@ -226,8 +226,9 @@ async def _fold(runner: Runner, shard_id: str, records: list[Record]) -> None:
 
 
 async def count_events(log: Log, archive: Archive | None, until: dict[str, str] | None = None) -> Rebuilt:
-    """Read and decode what a rebuild would, folding nothing: the total for the ETA, and the
-    baseline the rebuild's speed is compared with."""
+    """Read what a rebuild would, decoding and folding nothing: the total for the ETA, the events
+    per shard (how `fanline.bulk_workers` balances its workers), and the baseline the rebuild's
+    speed is compared with. (Decoding too made this pass ~60 % longer: two minutes at 100K.)"""
     counted = Rebuilt()
     started, cpu = time.perf_counter(), time.process_time()
     order, in_log = await shard_order(log, archive)
@@ -236,7 +237,6 @@ async def count_events(log: Log, archive: Archive | None, until: dict[str, str] 
             continue
         async for records in _records(log, archive, shard_id, shard_id in in_log,
                                       None if until is None else until[shard_id], counted):
-            to_batch(shard_id, ReadResult(records, end_of_shard=False, millis_behind=0))
             counted.events += len(records)
             counted.shard_events[shard_id] = counted.shard_events.get(shard_id, 0) + len(records)
     counted.seconds = time.perf_counter() - started

@@ -27,7 +27,7 @@ into SQLite. Either way the version commits without fsync while it is built and 
 before the switch: nobody reads it before.
 
 The last line printed is one JSON object: `events`, `events_per_s`, the baseline of the same run
-(`read_events_per_s`: reading and decoding the same events, folding nothing) and their ratio,
+(`read_events_per_s`: reading the same records, decoding and folding nothing) and their ratio,
 `path` (bulk or streaming) and `bulk_events`, and for --verify `identical`.
 """
 
@@ -76,7 +76,7 @@ BULK_MAX_EVENTS = 20_000_000
 async def _build(settings: Settings, fold: FoldSettings, stack: AsyncExitStack, version: str, log: Log,
                  archive: Archive | None, until: dict[str, str] | None,
                  bulk_max_events: int, workers: int | None) -> tuple[Rebuilt, Rebuilt, Store]:
-    """The baseline pass (read and decode only; it also gives the ETA its total), then the rebuild
+    """The baseline pass (reading only; it also gives the ETA its total), then the rebuild
     with `fold`: on SQLite, into a version with nothing applied yet and up to `bulk_max_events`, in
     memory then written at once (by `workers` processes: fanline.bulk_workers); then whatever is
     left, streamed into the version's store."""
