@@ -3,11 +3,12 @@
 Everything a fold reads belongs to the partition-key users of a shard (processors.state), so
 shards fold independently: each worker process folds its group of shards exactly as
 `fanline.replay.bulk_rebuild` does (the same Runner, batches and MemoryStore) and writes them
-into a part file (`<path>.part<i>`, every table in key order); the parent process then merges
+into a part file (`<path>.part<pid>-<i>`, every table in key order); the parent then merges
 the parts into the store at `path` in key order, each timeline trimmed to the cap
 (`projections.sqlite_bulk.merge_stores`), and renames it into place. A shard's children are
 folded after it in the same worker (a lineage is one group); groups are balanced by the events
-the counting pass found in each shard.
+the counting pass found in each shard. A worker opens the SQLite log and the local archive by
+their paths and imports only what folding needs (no AWS clients: it starts in ~0.2 s).
 
 A worker sends its figures back through a pipe and ends with `os._exit`: freeing a MemoryStore
 of millions of objects one by one would cost seconds (minutes for the 100K world) for nothing.
@@ -26,19 +27,18 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-from fanline import versions
 from fanline.replay import BATCH, Rebuilt, _no_gc, bulk_rebuild, rebuild, shard_order
-from fanline.settings import Settings
-from fanline.wiring import open_log
 from processors.settings import FoldSettings
 from projections.memory_store import MemoryStore
 from projections.sqlite_bulk import merge_stores, write_store
-from streams.archive import Archive
+from streams.archive import Archive, LocalArchive
 from streams.log import Log, Shard
+from streams.sqlite_log import SQLiteLog
 
 POLL_S = 0.25
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -90,27 +90,32 @@ def remove_parts(path: Path) -> None:
 
 
 async def parallel_bulk_rebuild(
-    settings: Settings, log: Log, archive: Archive | None, path: Path, fold: FoldSettings, *,
+    log: Log, archive: Archive | None, path: Path, fold: FoldSettings, *,
     counts: dict[str, int] | None = None, until: dict[str, str] | None = None,
     progress: Callable[[int], None] = lambda n: None, workers: int | None = None, batch: int = BATCH,
 ) -> Rebuilt:
     """`fanline.replay.bulk_rebuild` with the shards folded by up to `workers` processes
     (default: one per core); `counts` are the events per shard (the counting pass's; without
     them every shard weighs the same, as hashed keys make them). With one group it is
-    bulk_rebuild itself, in this process."""
+    bulk_rebuild itself, in this process (and so on a log or archive other than SQLite's and
+    the local one: workers open those by their paths)."""
     order, in_log = await shard_order(log, archive)
     if until is not None:
         order = [shard_id for shard_id in order if shard_id in until]
     if counts is None:
         counts = dict.fromkeys(order, 1)
     groups = shard_groups(order, in_log, counts, workers or default_workers())
-    if len(groups) < 2:
+    local = isinstance(log, SQLiteLog) and (archive is None or isinstance(archive, LocalArchive))
+    if len(groups) < 2 or not local:
         return await bulk_rebuild(log, archive, path, fold, until=until, progress=progress, batch=batch)
     started, cpu = time.perf_counter(), time.process_time()
     remove_parts(path)
     parts = part_paths(path, len(groups))
     try:
-        folded = await _run_workers(settings, fold, groups, parts, until, batch, progress)
+        assert isinstance(log, SQLiteLog)
+        archive_root = archive.root if isinstance(archive, LocalArchive) else None
+        sources = _Sources(log.path, log.shard_count, archive_root)
+        folded = await _run_workers(sources, fold, groups, parts, until, batch, progress)
         merging = time.perf_counter()
         rows = await asyncio.to_thread(merge_stores, path, parts, fold.timeline_cap)
         merge_s = time.perf_counter() - merging
@@ -129,7 +134,16 @@ async def parallel_bulk_rebuild(
     return rebuilt
 
 
-async def _run_workers(settings: Settings, fold: FoldSettings, groups: list[list[str]], parts: list[Path],
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    """Where a worker opens the log and the archive (it gets paths, not the parent's objects)."""
+
+    log: Path
+    shards: int
+    archive: Path | None
+
+
+async def _run_workers(sources: _Sources, fold: FoldSettings, groups: list[list[str]], parts: list[Path],
                        until: dict[str, str] | None, batch: int,
                        progress: Callable[[int], None]) -> list[Rebuilt]:
     # spawn, not fork: this process has threads (SQLite's, asyncio's), which fork does not copy.
@@ -139,7 +153,7 @@ async def _run_workers(settings: Settings, fold: FoldSettings, groups: list[list
     for group, part in zip(groups, parts, strict=True):
         receive, send = context.Pipe(duplex=False)
         process = context.Process(target=_worker, name=f"fanline-replay-{part.name}",
-                                  args=(os.getpid(), send, folded_events, settings, fold, group, part,
+                                  args=(os.getpid(), send, folded_events, sources, fold, group, part,
                                         until, batch))
         process.start()
         send.close()
@@ -179,12 +193,12 @@ def _result(process: multiprocessing.process.BaseProcess, pipe: Connection) -> R
     return outcome
 
 
-def _worker(parent: int, pipe: Connection, folded_events: Synchronized[int], settings: Settings,
+def _worker(parent: int, pipe: Connection, folded_events: Synchronized[int], sources: _Sources,
             fold: FoldSettings, shards: list[str], part: Path, until: dict[str, str] | None,
             batch: int) -> None:
     _die_with_parent(parent)
     try:
-        folding = _fold_part(folded_events, settings, fold, shards, part, until, batch)
+        folding = _fold_part(folded_events, sources, fold, shards, part, until, batch)
         outcome: Rebuilt | str = asyncio.run(folding)
     except BaseException:
         outcome = traceback.format_exc()
@@ -205,14 +219,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-async def _fold_part(folded_events: Synchronized[int], settings: Settings, fold: FoldSettings,
+async def _fold_part(folded_events: Synchronized[int], sources: _Sources, fold: FoldSettings,
                      shards: list[str], part: Path, until: dict[str, str] | None, batch: int) -> Rebuilt:
     def count(events: int) -> None:
         with folded_events.get_lock():
             folded_events.value += events
 
-    log = await open_log(settings)
-    archive = await versions.open_archive(settings)
+    log = SQLiteLog(sources.log, shard_count=sources.shards)
+    archive = LocalArchive(sources.archive) if sources.archive is not None else None
     try:
         started, cpu = time.perf_counter(), time.process_time()
         store = MemoryStore()

@@ -42,7 +42,7 @@ async def parallel_and_streamed(tmp_path: Path, settings: Settings, folds: FoldS
         counted = await count_events(log, None)
         assert len(counted.shard_events) == 4
         counts = counted.shard_events if counted_first else None
-        bulk = await parallel_bulk_rebuild(settings, log, None, parallel_path, folds,
+        bulk = await parallel_bulk_rebuild(log, None, parallel_path, folds,
                                            counts=counts, workers=2, batch=BATCH)
         assert bulk.workers == 2 and bulk.events == bulk.bulk_events == counted.events
         assert set(bulk.last) == set(counted.shard_events)
@@ -132,7 +132,7 @@ async def test_a_failing_worker_fails_the_rebuild_and_leaves_nothing(tmp_path: P
     try:
         counted = {s.shard_id: 1 for s in await log.shards()}
         with pytest.raises(RuntimeError, match=r"replay worker .* failed"):
-            await parallel_bulk_rebuild(settings, log, archive, path, folds, counts=counted, workers=2)
+            await parallel_bulk_rebuild(log, archive, path, folds, counts=counted, workers=2)
     finally:
         await log.close()
     assert not path.exists() and not list(tmp_path.glob("store-r1.db*"))

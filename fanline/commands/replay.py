@@ -87,7 +87,7 @@ async def _build(settings: Settings, fold: FoldSettings, stack: AsyncExitStack, 
               desc="replay") as bar:
         if (settings.backend == "sqlite" and counted.events <= bulk_max_events
                 and not await asyncio.to_thread(has_applied, path)):
-            bulk = await parallel_bulk_rebuild(settings, log, archive, path, fold, until=until,
+            bulk = await parallel_bulk_rebuild(log, archive, path, fold, until=until,
                                                counts=counted.shard_events, progress=bar.update,
                                                workers=workers)
         store: Store
