@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
@@ -26,8 +26,7 @@ from processors.metrics import Metrics
 from projections.items import COMPARED_TABLES, differences
 from projections.sqlite_items import sqlite_rows
 from streams.events import PostCreated, PostCreatedData
-from streams.log import Position, ReadResult, ShardReader
-from streams.sqlite_log import SQLiteLog
+from streams.log import Appended, Log, Position, ReadResult, Shard, ShardReader
 
 WORLD = TieredWorld(users=80, seed=5, posts_per_user=3)
 LOG_FILES = ("log.db", "log.db-wal")
@@ -74,22 +73,36 @@ async def test_the_bulk_path_gives_exactly_what_the_processors_give(
     assert await _checkpoints(bulk) == await _checkpoints(live) == last
 
 
-class CountingLog(SQLiteLog):
-    """The SQLite log, counting the records its readers hand out."""
+class CountingReader:
+    def __init__(self, inner: ShardReader, log: CountingLog) -> None:
+        self.inner, self.log = inner, log
 
-    read = 0
+    async def read(self, limit: int = 1000) -> ReadResult:
+        result = await self.inner.read(limit)
+        self.log.read += len(result.records)
+        return result
+
+
+class CountingLog:
+    """A log counting the records its readers hand out."""
+
+    def __init__(self, inner: Log) -> None:
+        self.inner, self.read = inner, 0
+
+    async def append(self, entries: Sequence[tuple[str, bytes]]) -> list[Appended]:
+        return await self.inner.append(entries)
+
+    async def shards(self) -> list[Shard]:
+        return await self.inner.shards()
 
     def reader(self, shard_id: str, position: Position) -> ShardReader:
-        inner = super().reader(shard_id, position)
-        outer = self
+        return CountingReader(self.inner.reader(shard_id, position), self)
 
-        class Counting:
-            async def read(self, limit: int = 1000) -> ReadResult:
-                result = await inner.read(limit)
-                outer.read += len(result.records)
-                return result
+    async def wait_for_records(self, timeout_s: float) -> None:
+        await self.inner.wait_for_records(timeout_s)
 
-        return Counting()
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 async def test_processing_goes_on_from_where_the_bulk_path_stopped(tmp_path: Path) -> None:
@@ -105,7 +118,7 @@ async def test_processing_goes_on_from_where_the_bulk_path_stopped(tmp_path: Pat
     follower = user_id(next(i for i in range(WORLD.users) if WORLD.users - 1 in WORLD.followees[i]))
     post = PostCreated(id="after-the-load", ts=WORLD.now_ms,
                        data=PostCreatedData(post_id="p-after", author_id=author, body="after the load"))
-    log = CountingLog(tmp_path / "log.db", shard_count=settings.shards)
+    log = CountingLog(await open_log(settings))
     ((shard, sequence),) = (await append_all(log, [post], progress=False)).items()
     stops: list[Callable[[], None]] = []
     on_stop: OnStop = stops.append
@@ -174,3 +187,12 @@ def test_the_world_command_says_which_path_and_its_figures(tmp_path: Path) -> No
         left = sqlite_rows(tmp_path / "live" / "store.db", spec)
         count, shown = differences(spec, left, sqlite_rows(tmp_path / "bulk" / "store.db", spec), 5)
         assert count == 0, (spec.name, shown)
+
+
+async def test_a_world_too_big_for_memory_is_processed_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("load.loader.BULK_MAX_EVENTS", WORLD.event_count() - 1)
+    loaded = await load_events(_settings(tmp_path), WORLD.events(), WORLD.event_count(), progress=False)
+    assert loaded.path == "live" and "more than the bulk path holds in memory" in loaded.why
+    assert loaded.figures["posts"] == WORLD.users * WORLD.posts_per_user
