@@ -8,10 +8,11 @@ version gets the world, with its fold settings:
   applied and no processor holds a lease of it: `fanline.replay.bulk_rebuild` folds the log
   with the same Runner and batches into memory and writes the store file at once in key order,
   then `fanline.replay.seed_leases` checkpoints the version's leases where the fold stopped;
-- the live path (`process_until`), otherwise (the aws backend, a store already holding events)
-  or when asked: the processors exactly as `fanline process` runs them (a Consumer with leases,
-  the Runner, the store of the settings), in this process, until every shard's checkpoint has
-  reached the sequences appended.
+- the live path (`process_until`), otherwise (the aws backend, a store already holding events,
+  a lease in use, more events than BULK_MAX_EVENTS to hold in memory) or when asked: the
+  processors exactly as `fanline process` runs them (a Consumer with leases, the Runner, the
+  store of the settings), in this process, until every shard's checkpoint has reached the
+  sequences appended.
 
 Either way the checkpoints stay in the version's lease store, so a `fanline up` or `fanline
 process` on the same data directory goes on from there instead of reading the world again.
