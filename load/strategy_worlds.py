@@ -8,7 +8,9 @@ strategy's projections are replayed from it.
     <worlds>/<scale>-<strategy> a copy of the base's log with the strategy's projections:
                                 replayed by `fanline.replay.rebuild` (the processors' fold, in
                                 batches of thousands), the processors' leases seeded where it
-                                stopped; copied when the base already holds them
+                                stopped; copied when the base already holds them and
+                                the processors counted their writes (a world `fanline
+                                world` folded on the bulk path counts none: replayed)
 
 The missing worlds are made at once, one process each (a replay is one busy thread, and
 nothing is measured yet), beside a process archiving the base's log: `fanline up` runs an
@@ -39,7 +41,7 @@ from typing import Any
 
 from fanline import versions
 from fanline.commands.replay import BUILD_CACHE_MIB
-from fanline.commands.world import MARKER, read_marker
+from fanline.commands.world import MARKER, PROCESSING_KEYS, read_marker
 from fanline.consuming import consume_on_own_leases
 from fanline.replay import rebuild, seed_leases
 from fanline.settings import Settings
@@ -273,25 +275,29 @@ def _make(
 ) -> None:
     source = base_dir(worlds, scale)
     began = time.monotonic()
+    # A prebuilt world's projections are copied when the processors counted what they wrote (the
+    # storage experiment's figures); a world folded on the bulk path counts none: replayed here.
+    kept = base["strategy"] if "timeline_entries" in base else None
     partials = {}
     for strategy in strategies:  # before the archiver opens the base's log
         partials[strategy] = strategy_dir(worlds, scale, strategy).with_name(f"{scale}-{strategy}.partial")
         shutil.rmtree(partials[strategy], ignore_errors=True)
-        copied = (*LOG_FILES, *PROJECTION_FILES) if strategy == base["strategy"] else LOG_FILES
+        copied = (*LOG_FILES, *PROJECTION_FILES) if strategy == kept else LOG_FILES
         _copy(source, partials[strategy], copied)
     copy_s = round(time.monotonic() - began, 1)
     context = multiprocessing.get_context("spawn")  # no forking of a process with threads
     with ProcessPoolExecutor(len(strategies) + 1, mp_context=context) as pool:
         archived = pool.submit(_archive, source, base["log_end"])
         replays: dict[str, Future[dict[str, Any]]] = {
-            s: pool.submit(derive, partials[s], s, base) for s in strategies if s != base["strategy"]
+            s: pool.submit(derive, partials[s], s, base) for s in strategies if s != kept
         }
         say(f"world {scale}: archived in {archived.result()} s")
         for strategy in strategies:
             marker = {key: value for key, value in base.items() if key != "copied_from"}
             marker.update(strategy=strategy, derived_from=str(source), copy_s=copy_s)
             if strategy in replays:
-                marker.pop("items_written", None)  # a prebuilt base's count, of its own projections
+                for key in PROCESSING_KEYS:  # a prebuilt base's, of its own projections
+                    marker.pop(key, None)
                 marker.update(replays[strategy].result())
                 how = f"replayed in {marker['replay_s']} s ({marker['replay_cpu_s']} CPU-s)"
             else:

@@ -41,7 +41,8 @@ def test_each_strategy_world_is_the_world_loaded_with_that_strategy(tmp_path: Pa
     for strategy in STRATEGIES:
         loaded_dir = tmp_path / f"loaded-{strategy}"
         settings = Settings.load({"data_dir": loaded_dir, "strategy": strategy}, environ={})
-        loaded = build(settings, WORLD, None, progress=False, echo=False)
+        # live: counted by the processors
+        loaded = build(settings, WORLD, None, progress=False, echo=False, live=True)
         replayed = markers[strategy]
         for key in ("posts", "timeline_entries", "celebrity_threshold"):
             assert replayed[key] == loaded[key], key
@@ -70,7 +71,8 @@ def test_each_strategy_world_is_the_world_loaded_with_that_strategy(tmp_path: Pa
 
 def test_a_prebuilt_world_is_copied_and_left_as_it_was(tmp_path: Path) -> None:
     prebuilt = tmp_path / "prebuilt"
-    build(Settings.load({"data_dir": prebuilt}, environ={}), WORLD, None, progress=False, echo=False)
+    settings = Settings.load({"data_dir": prebuilt}, environ={})
+    build(settings, WORLD, None, progress=False, echo=False, live=True)
     before = {p.name: p.read_bytes() for p in prebuilt.iterdir() if p.is_file()}
     worlds = tmp_path / "worlds"
     said: list[str] = []
@@ -93,6 +95,23 @@ def test_a_prebuilt_world_is_copied_and_left_as_it_was(tmp_path: Path) -> None:
         ensure_strategy_worlds(tmp_path / "elsewhere", "61", ["pull"], other, prebuilt, said.append)
     with pytest.raises(RuntimeError, match="another world"):
         ensure_strategy_worlds(worlds, "60", ["pull"], other, None, said.append)  # the kept one is not it
+
+
+def test_a_prebuilt_world_folded_on_the_bulk_path_is_replayed_for_its_counts(tmp_path: Path) -> None:
+    prebuilt = tmp_path / "prebuilt"
+    built = build(Settings.load({"data_dir": prebuilt}, environ={}), WORLD, None, progress=False, echo=False)
+    assert built["process_path"] == "bulk" and "timeline_entries" not in built
+    worlds = tmp_path / "worlds"
+    markers = ensure_strategy_worlds(worlds, "60", ["hybrid"], WORLD, prebuilt, [].append)
+    hybrid = markers["hybrid"]
+    # The storage experiment's figures, counted by a replay, and none of the bulk path's own.
+    assert "replay_s" in hybrid and hybrid["timeline_entries"] > 0 and hybrid["posts"] == WORLD.users * 10
+    bulk_only = {"process_path", "process_path_why", "store_rows", "bulk_write_s", "process_cpu_s"}
+    assert not bulk_only & hybrid.keys()
+    for spec in COMPARED_TABLES:  # one log, copied: the applied marks too
+        left = sqlite_rows(strategy_dir(worlds, "60", "hybrid") / "store.db", spec)
+        count, shown = differences(spec, left, sqlite_rows(prebuilt / "store.db", spec), 5)
+        assert count == 0, (spec.name, shown)
 
 
 def test_a_half_made_world_is_refused_not_taken(tmp_path: Path) -> None:
