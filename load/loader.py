@@ -5,9 +5,10 @@ progress bar and answers the last sequence it wrote per shard. Then the active p
 version gets the world, with its fold settings:
 
 - the bulk path (`fold_bulk`), on the embedded backend when the version's store has nothing
-  applied and no processor holds a lease of it: `fanline.replay.bulk_rebuild` folds the log
-  with the same Runner and batches into memory and writes the store file at once in key order,
-  then `fanline.replay.seed_leases` checkpoints the version's leases where the fold stopped;
+  applied and no processor holds a lease of it: `fanline.bulk_workers.parallel_bulk_rebuild`
+  folds the log with the same Runner and batches into memory, one worker process per core (each
+  a group of shards), and writes the store file at once in key order, then
+  `fanline.replay.seed_leases` checkpoints the version's leases where the fold stopped;
 - the live path (`process_until`), otherwise (the aws backend, a store already holding events,
   a lease in use, more events than BULK_MAX_EVENTS to hold in memory) or when asked: the
   processors exactly as `fanline process` runs them (a Consumer with leases, the Runner, the
@@ -34,8 +35,9 @@ from prometheus_client import CollectorRegistry
 from tqdm import tqdm
 
 from fanline import versions
+from fanline.bulk_workers import parallel_bulk_rebuild
 from fanline.commands.replay import BULK_MAX_EVENTS
-from fanline.replay import bulk_rebuild, seed_leases
+from fanline.replay import seed_leases
 from fanline.settings import Settings
 from fanline.wiring import active_fold_settings, open_log
 from processors.metrics import Metrics
@@ -74,8 +76,9 @@ class Loaded:
     # Named by what they count, as each path has its own sources:
     # live: `posts`, `timeline_entries`, `items_written`, the processors' Prometheus counters
     #   (PostCreated events folded, timeline entries fanned out, items put or deleted);
-    # bulk: `process_cpu_s` and `bulk_write_s` from `fanline.replay.Rebuilt` (CPU of this
-    #   process, seconds writing the store file) and `store_rows`, the rows it wrote (every
+    # bulk: `process_cpu_s`, `bulk_workers` and `bulk_write_s` from `fanline.replay.Rebuilt` (CPU
+    #   of this process and its workers, how many worker processes folded, seconds writing the
+    #   store file: the workers' parts and their merge) and `store_rows`, the rows it wrote (every
     #   table, the applied marks too): the fold counts no writes, and a timeline row trimmed
     #   before the write was never written.
     figures: dict[str, int | float]
@@ -171,14 +174,14 @@ async def fold_bulk(settings: Settings, total: int | None = None,
         fold = await active_fold_settings(settings)
         with tqdm(total=total, unit="ev", desc="fold", disable=not progress, mininterval=1) as bar:
             # No archive: like the processors on a fresh version, the fold reads the log from its start.
-            rebuilt = await bulk_rebuild(log, None, versions.store_path(settings, active), fold,
-                                         progress=bar.update)
+            rebuilt = await parallel_bulk_rebuild(log, None, versions.store_path(settings, active), fold,
+                                                  progress=bar.update)
         store = await versions.open_store_version(settings, active)
         stack.push_async_callback(store.close)
         leases = await versions.open_leases_version(settings, active)
         stack.push_async_callback(leases.close)
         await seed_leases(leases, log, store, rebuilt, what=f"version {active!r}")
-    return {"process_cpu_s": round(rebuilt.cpu_seconds, 1),
+    return {"process_cpu_s": round(rebuilt.cpu_seconds, 1), "bulk_workers": rebuilt.workers,
             "bulk_write_s": round(rebuilt.bulk_write_seconds, 1), "store_rows": rebuilt.bulk_rows}
 
 

@@ -31,7 +31,7 @@ MARKER = "tiered-world.json"
 # The marker's keys that describe how its projections were folded (not the world itself): the
 # path and why, and each path's figures (load.loader.Loaded).
 PROCESSING_KEYS = ("process_s", "process_path", "process_path_why", "posts", "timeline_entries",
-                   "items_written", "process_cpu_s", "bulk_write_s", "store_rows")
+                   "items_written", "process_cpu_s", "bulk_workers", "bulk_write_s", "store_rows")
 
 
 def read_marker(data_dir: Path) -> dict[str, Any] | None:
