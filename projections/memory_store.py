@@ -9,6 +9,7 @@ keys, so a trim pops only what it removes. Nothing survives the process.
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from itertools import groupby
 from operator import attrgetter
@@ -78,35 +79,42 @@ def _check(mutation: Mutation) -> None:
 
 
 class _Timeline:
-    """One user's timeline: each entry's author by the entry's key, and a min-heap of the keys
-    put (it may hold keys since deleted, skipped when popped), so a trim costs the entries it
-    removes, not a sort. Keys are shared by every timeline a post is in (MemoryStore._keys):
-    an entry costs a dict slot and a heap slot, ~60 bytes, which a 100K world's tens of
-    millions of entries need."""
+    """One user's timeline: each entry's author by the entry's key, and the keys put in
+    ascending order (it may hold keys since deleted or trimmed, and repeats: skipped when
+    trimmed), so a trim cuts the oldest off the front of a list, in C. Keys are shared by every
+    timeline a post is in (MemoryStore._keys): an entry costs a dict slot and a list slot,
+    ~60 bytes, which a 100K world's tens of millions of entries need."""
 
-    __slots__ = ("authors", "heap")
+    __slots__ = ("authors", "keys")
 
     def __init__(self) -> None:
         self.authors: dict[SortKey, str] = {}
-        self.heap: list[SortKey] = []
+        self.keys: list[SortKey] = []
 
     def put(self, keys: list[SortKey], authors: Iterable[str]) -> None:
         self.authors.update(zip(keys, authors, strict=True))
-        heap = self.heap
-        for key in keys:
-            heapq.heappush(heap, key)
+        new = sorted(keys)
+        held = self.keys
+        if not new or not held or new[0] > held[-1]:
+            held += new  # all newer than what is held: the common case
+        else:  # merge from where the oldest new key goes (other shards' batches overlap in time)
+            at = bisect_left(held, new[0])
+            held[at:] = sorted(held[at:] + new)
 
     def delete(self, key: SortKey) -> None:
         self.authors.pop(key, None)
-        if len(self.heap) > 2 * len(self.authors) + 64:  # mostly deleted keys: start afresh
-            self.heap = list(self.authors)
-            heapq.heapify(self.heap)
+        if len(self.keys) > 2 * len(self.authors) + 64:  # mostly deleted keys: start afresh
+            self.keys = sorted(self.authors)
 
     def trim(self, cap: int) -> None:
-        """Keep the newest `cap`: the heap's smallest live keys are the oldest entries."""
-        authors, heap = self.authors, self.heap
-        while len(authors) > cap:
-            authors.pop(heapq.heappop(heap), None)
+        """Keep the newest `cap`: the list's first live keys are the oldest entries."""
+        authors, keys = self.authors, self.keys
+        while len(authors) > cap and keys:  # every live key is in `keys`
+            excess = len(authors) - cap  # at least this many keys go (more if some are stale)
+            oldest = keys[:excess]
+            del keys[:excess]
+            for key in oldest:
+                authors.pop(key, None)
 
     def entries(self, user_id: str) -> Iterator[TimelineEntry]:
         for (ts, post_id), author_id in self.authors.items():
