@@ -72,6 +72,14 @@ def _plan(db: Path, sql: str, *params: object) -> str:
         return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
 
 
+async def test_memory_store_refuses_what_is_not_a_mutation_and_changes_nothing() -> None:
+    store = MemoryStore()
+    with pytest.raises(TypeError, match="not a mutation"):
+        await store.apply([PutUser(User("alice", "alice", "Alice")), "PutUser"], "s", "1")  # type: ignore[list-item]
+    assert await store.users(["alice"]) == {}
+    assert await store.applied() == {}
+
+
 async def test_sqlite_schema_agrees_with_the_table_specs(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "p.db")
     await store.close()
