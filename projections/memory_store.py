@@ -11,8 +11,8 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from itertools import groupby
-from operator import attrgetter
+from itertools import groupby, repeat
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from projections import feed
@@ -53,6 +53,7 @@ _USER_ID = attrgetter("user_id")
 _ENTRY_KEY = attrgetter("ts", "post_id")  # TimelineEntry.key, without a Python call per entry
 _ENTRY_TS = attrgetter("ts")
 _AUTHOR_ID = attrgetter("author_id")
+_TS, _POST_ID = itemgetter(0), itemgetter(1)  # of a SortKey
 
 
 def _check_ts(timestamps: Iterable[int]) -> None:
@@ -143,6 +144,12 @@ class _Timeline:
             del keys[:excess]
             for key in oldest:
                 authors.pop(key, None)
+
+    def ordered(self) -> list[SortKey]:
+        """The keys of the entries, ascending, each once."""
+        if len(self.keys) != len(self.authors):  # it holds deleted or trimmed keys, or repeats
+            self.keys = sorted(self.authors)
+        return self.keys  # every entry's key is in it: as long, it holds nothing else
 
     def entries(self, user_id: str) -> Iterator[TimelineEntry]:
         for (ts, post_id), author_id in self.authors.items():
@@ -311,14 +318,16 @@ class MemoryStore(feed.ComposedFeeds):
                     p = self._posts[post_id]
                     yield (post_id, p.author_id, p.body, p.ts)
             case "timelines":
-                texts: dict[SortKey, str] = {}  # a post's key is in hundreds of timelines
+                # A post's key is in hundreds of timelines: its text is made once. Each
+                # timeline's rows are built in C (zip and map), millions of them.
+                texts = {key: sort_key(key) for key in self._keys}
                 for user_id in sorted(self._timelines):
-                    authors = self._timelines[user_id].authors
-                    for key in sorted(authors):
-                        text = texts.get(key)
-                        if text is None:
-                            text = texts[key] = sort_key(key)
-                        yield (user_id, text, key[1], authors[key], key[0])
+                    timeline = self._timelines[user_id]
+                    keys = timeline.ordered()
+                    yield from zip(
+                        repeat(user_id), map(texts.__getitem__, keys), map(_POST_ID, keys),
+                        map(timeline.authors.__getitem__, keys), map(_TS, keys),
+                    )
             case "applied":
                 for shard_id in sorted(self._applied):
                     sequence = self._applied[shard_id]
