@@ -39,6 +39,8 @@ class UserState:
     # Newest first: at least the newest `_posts_depth` of the user's; None when no event of the
     # batch reads them (then the fold does not keep them up to date either).
     posts: list[Post] | None
+    # The follower set sorted, kept by the fold while the set does not change (None: not yet).
+    sorted_followers: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -93,7 +95,8 @@ async def load_state(store: Store, events: Sequence[Event], settings: FoldSettin
     for event in events:
         by_user.setdefault(partition_key(event), []).append(event)
     users = await store.users(by_user.keys())
-    post_ids = {e.data.post_id for e in events if isinstance(e, PostCreated | PostDeleted)}
+    # isinstance with a tuple, not a union type: several times faster, once per event.
+    post_ids = {e.data.post_id for e in events if isinstance(e, (PostCreated, PostDeleted))}
     known_posts = await store.posts_by_id(post_ids) if post_ids else {}
 
     async def load(user_id: str, own: list[Event]) -> UserState:

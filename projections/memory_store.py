@@ -2,16 +2,17 @@
 state a bulk replay folds into before writing it out in key order (`rows`, fanline.replay).
 
 Reads are simple rather than fast (lists are sorted when read); writes are fast, as a bulk
-replay applies millions of timeline entries: each timeline is a dict by key plus a heap of its
-keys, so a trim pops only what it removes. Nothing survives the process.
+replay applies millions of timeline entries: each timeline is a dict by key plus its keys in
+ascending order, so a trim cuts off only what it removes. Nothing survives the process.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from itertools import groupby
-from operator import attrgetter
+from bisect import bisect_left
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from itertools import groupby, repeat
+from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
 from projections import feed
@@ -52,6 +53,7 @@ _USER_ID = attrgetter("user_id")
 _ENTRY_KEY = attrgetter("ts", "post_id")  # TimelineEntry.key, without a Python call per entry
 _ENTRY_TS = attrgetter("ts")
 _AUTHOR_ID = attrgetter("author_id")
+_TS, _POST_ID = itemgetter(0), itemgetter(1)  # of a SortKey
 
 
 def _check_ts(timestamps: Iterable[int]) -> None:
@@ -62,51 +64,92 @@ def _check_ts(timestamps: Iterable[int]) -> None:
             sort_key((ts, ""))
 
 
+def _check_put_post(mutation: PutPost) -> None:
+    sort_key(mutation.post.key)
+
+
+def _check_delete_post(mutation: DeletePost) -> None:
+    sort_key((mutation.ts, mutation.post_id))
+
+
+def _check_put_entries(mutation: PutTimelineEntries) -> None:
+    _check_ts(map(_ENTRY_TS, mutation.entries))
+
+
+def _check_delete_entries(mutation: DeleteTimelineEntries) -> None:
+    _check_ts(ts for _, ts, _ in mutation.keys)
+
+
+def _check_trim(mutation: TrimTimelines) -> None:
+    if mutation.cap < 0:
+        raise ValueError(f"timeline cap {mutation.cap} is negative")
+
+
+def _nothing_to_check(mutation: Mutation) -> None:
+    return None
+
+
+# By type, not a match statement: a match tries each case in turn, and a replay checks and
+# applies millions of mutations (a world's follows: one PutFollow each).
+_CHECKS: dict[type, Callable[[Any], None]] = {
+    PutUser: _nothing_to_check, PutFollow: _nothing_to_check, DeleteFollow: _nothing_to_check,
+    PutPost: _check_put_post, DeletePost: _check_delete_post, PutTimelineEntries: _check_put_entries,
+    DeleteTimelineEntries: _check_delete_entries, TrimTimelines: _check_trim,
+}
+
+
 def _check(mutation: Mutation) -> None:
-    """Raise ValueError for what the other stores cannot key (sort_key checks the ts)."""
-    match mutation:
-        case PutPost(post):
-            sort_key(post.key)
-        case DeletePost(_, post_id, ts):
-            sort_key((ts, post_id))
-        case PutTimelineEntries(entries):
-            _check_ts(map(_ENTRY_TS, entries))
-        case DeleteTimelineEntries(keys):
-            _check_ts(ts for _, ts, _ in keys)
-        case TrimTimelines(_, cap) if cap < 0:
-            raise ValueError(f"timeline cap {cap} is negative")
+    """Raise ValueError for what the other stores cannot key (sort_key checks the ts), and
+    TypeError for what is not a mutation."""
+    check = _CHECKS.get(type(mutation))
+    if check is None:
+        raise TypeError(f"not a mutation: {mutation!r}")
+    check(mutation)
 
 
 class _Timeline:
-    """One user's timeline: each entry's author by the entry's key, and a min-heap of the keys
-    put (it may hold keys since deleted, skipped when popped), so a trim costs the entries it
-    removes, not a sort. Keys are shared by every timeline a post is in (MemoryStore._keys):
-    an entry costs a dict slot and a heap slot, ~60 bytes, which a 100K world's tens of
-    millions of entries need."""
+    """One user's timeline: each entry's author by the entry's key, and the keys put in
+    ascending order (it may hold keys since deleted or trimmed, and repeats: skipped when
+    trimmed), so a trim cuts the oldest off the front of a list, in C. Keys are shared by every
+    timeline a post is in (MemoryStore._keys): an entry costs a dict slot and a list slot,
+    ~60 bytes, which a 100K world's tens of millions of entries need."""
 
-    __slots__ = ("authors", "heap")
+    __slots__ = ("authors", "keys")
 
     def __init__(self) -> None:
         self.authors: dict[SortKey, str] = {}
-        self.heap: list[SortKey] = []
+        self.keys: list[SortKey] = []
 
     def put(self, keys: list[SortKey], authors: Iterable[str]) -> None:
         self.authors.update(zip(keys, authors, strict=True))
-        heap = self.heap
-        for key in keys:
-            heapq.heappush(heap, key)
+        new = sorted(keys)
+        held = self.keys
+        if not new or not held or new[0] > held[-1]:
+            held += new  # all newer than what is held: the common case
+        else:  # merge from where the oldest new key goes (other shards' batches overlap in time)
+            at = bisect_left(held, new[0])
+            held[at:] = sorted(held[at:] + new)
 
     def delete(self, key: SortKey) -> None:
         self.authors.pop(key, None)
-        if len(self.heap) > 2 * len(self.authors) + 64:  # mostly deleted keys: start afresh
-            self.heap = list(self.authors)
-            heapq.heapify(self.heap)
+        if len(self.keys) > 2 * len(self.authors) + 64:  # mostly deleted keys: start afresh
+            self.keys = sorted(self.authors)
 
     def trim(self, cap: int) -> None:
-        """Keep the newest `cap`: the heap's smallest live keys are the oldest entries."""
-        authors, heap = self.authors, self.heap
-        while len(authors) > cap:
-            authors.pop(heapq.heappop(heap), None)
+        """Keep the newest `cap`: the list's first live keys are the oldest entries."""
+        authors, keys = self.authors, self.keys
+        while len(authors) > cap and keys:  # every live key is in `keys`
+            excess = len(authors) - cap  # at least this many keys go (more if some are stale)
+            oldest = keys[:excess]
+            del keys[:excess]
+            for key in oldest:
+                authors.pop(key, None)
+
+    def ordered(self) -> list[SortKey]:
+        """The keys of the entries, ascending, each once."""
+        if len(self.keys) != len(self.authors):  # it holds deleted or trimmed keys, or repeats
+            self.keys = sorted(self.authors)
+        return self.keys  # every entry's key is in it: as long, it holds nothing else
 
     def entries(self, user_id: str) -> Iterator[TimelineEntry]:
         for (ts, post_id), author_id in self.authors.items():
@@ -123,6 +166,7 @@ class MemoryStore(feed.ComposedFeeds):
         self._posts_by_author: dict[str, dict[SortKey, Post]] = {}
         self._timelines: dict[str, _Timeline] = {}
         self._keys: dict[SortKey, SortKey] = {}  # one tuple per timeline key, shared
+        self._ids: dict[str, str] = {}  # one str per user id of the follower sets, shared
         self._dead: dict[tuple[str, str], DeadLetter] = {}
 
     # --- writes ----------------------------------------------------------------------------
@@ -134,46 +178,64 @@ class MemoryStore(feed.ComposedFeeds):
         current = self._applied.get(shard_id)
         if current is not None and int(current) > int(sequence):
             return  # a late writer's batch: a later one of the shard is in (Store.apply)
+        appliers = self._APPLY  # every type is there: _check refused any other
         for mutation in mutations:
-            self._apply_one(mutation)
+            appliers[type(mutation)](self, mutation)
         # Sequence numbers are decimal strings: compare them as numbers, and never go back.
         if current is None or int(sequence) > int(current):
             self._applied[shard_id] = sequence
 
-    def _apply_one(self, mutation: Mutation) -> None:
-        match mutation:
-            case PutUser(user):
-                self._users[user.user_id] = user
-            case PutFollow(follower_id, followee_id):
-                self._followers.setdefault(followee_id, set()).add(follower_id)
-                self._following.setdefault(follower_id, set()).add(followee_id)
-            case DeleteFollow(follower_id, followee_id):
-                self._followers.get(followee_id, set()).discard(follower_id)
-                self._following.get(follower_id, set()).discard(followee_id)
-            case PutPost(post):
-                self._posts[post.post_id] = post
-                self._posts_by_author.setdefault(post.author_id, {})[post.key] = post
-            case DeletePost(author_id, post_id, ts):
-                self._posts.pop(post_id, None)
-                self._posts_by_author.get(author_id, {}).pop((ts, post_id), None)
-            case PutTimelineEntries(entries):
-                # A runner's pushes come grouped by owner (processors.runner.coalesce).
-                timelines, shared = self._timelines, self._keys.setdefault
-                for user_id, owned in groupby(entries, _USER_ID):
-                    timeline = timelines.get(user_id)
-                    if timeline is None:
-                        timeline = timelines[user_id] = _Timeline()
-                    group = list(owned)
-                    keys = list(map(_ENTRY_KEY, group))
-                    timeline.put(list(map(shared, keys, keys)), map(_AUTHOR_ID, group))
-            case DeleteTimelineEntries(keys):
-                for user_id, ts, post_id in keys:
-                    if (timeline := self._timelines.get(user_id)) is not None:
-                        timeline.delete((ts, post_id))
-            case TrimTimelines(user_ids, cap):
-                for user_id in user_ids:
-                    if (timeline := self._timelines.get(user_id)) is not None:
-                        timeline.trim(cap)
+    def _put_user(self, mutation: PutUser) -> None:
+        self._users[mutation.user.user_id] = mutation.user
+
+    def _put_follow(self, mutation: PutFollow) -> None:
+        # One str per user id, shared by every set it is in: a world's follows decode a new
+        # one per event, and owners compared by identity keep the timeline writes in cache.
+        ids = self._ids.setdefault
+        follower_id = ids(mutation.follower_id, mutation.follower_id)
+        followee_id = ids(mutation.followee_id, mutation.followee_id)
+        self._followers.setdefault(followee_id, set()).add(follower_id)
+        self._following.setdefault(follower_id, set()).add(followee_id)
+
+    def _delete_follow(self, mutation: DeleteFollow) -> None:
+        self._followers.get(mutation.followee_id, set()).discard(mutation.follower_id)
+        self._following.get(mutation.follower_id, set()).discard(mutation.followee_id)
+
+    def _put_post(self, mutation: PutPost) -> None:
+        post = mutation.post
+        self._posts[post.post_id] = post
+        self._posts_by_author.setdefault(post.author_id, {})[post.key] = post
+
+    def _delete_post(self, mutation: DeletePost) -> None:
+        self._posts.pop(mutation.post_id, None)
+        self._posts_by_author.get(mutation.author_id, {}).pop((mutation.ts, mutation.post_id), None)
+
+    def _put_entries(self, mutation: PutTimelineEntries) -> None:
+        # A runner's pushes come grouped by owner (processors.runner.coalesce).
+        timelines, shared = self._timelines, self._keys.setdefault
+        for user_id, owned in groupby(mutation.entries, _USER_ID):
+            timeline = timelines.get(user_id)
+            if timeline is None:
+                timeline = timelines[user_id] = _Timeline()
+            group = list(owned)
+            keys = list(map(_ENTRY_KEY, group))
+            timeline.put(list(map(shared, keys, keys)), map(_AUTHOR_ID, group))
+
+    def _delete_entries(self, mutation: DeleteTimelineEntries) -> None:
+        for user_id, ts, post_id in mutation.keys:
+            if (timeline := self._timelines.get(user_id)) is not None:
+                timeline.delete((ts, post_id))
+
+    def _trim(self, mutation: TrimTimelines) -> None:
+        for user_id in mutation.user_ids:
+            if (timeline := self._timelines.get(user_id)) is not None:
+                timeline.trim(mutation.cap)
+
+    _APPLY: dict[type, Callable[[MemoryStore, Any], None]] = {
+        PutUser: _put_user, PutFollow: _put_follow, DeleteFollow: _delete_follow, PutPost: _put_post,
+        DeletePost: _delete_post, PutTimelineEntries: _put_entries, DeleteTimelineEntries: _delete_entries,
+        TrimTimelines: _trim,
+    }
 
     async def applied(self) -> dict[str, str]:
         return dict(self._applied)
@@ -256,14 +318,16 @@ class MemoryStore(feed.ComposedFeeds):
                     p = self._posts[post_id]
                     yield (post_id, p.author_id, p.body, p.ts)
             case "timelines":
-                texts: dict[SortKey, str] = {}  # a post's key is in hundreds of timelines
+                # A post's key is in hundreds of timelines: its text is made once. Each
+                # timeline's rows are built in C (zip and map), millions of them.
+                texts = {key: sort_key(key) for key in self._keys}
                 for user_id in sorted(self._timelines):
-                    authors = self._timelines[user_id].authors
-                    for key in sorted(authors):
-                        text = texts.get(key)
-                        if text is None:
-                            text = texts[key] = sort_key(key)
-                        yield (user_id, text, key[1], authors[key], key[0])
+                    timeline = self._timelines[user_id]
+                    keys = timeline.ordered()
+                    yield from zip(
+                        repeat(user_id), map(texts.__getitem__, keys), map(_POST_ID, keys),
+                        map(timeline.authors.__getitem__, keys), map(_TS, keys),
+                    )
             case "applied":
                 for shard_id in sorted(self._applied):
                     sequence = self._applied[shard_id]

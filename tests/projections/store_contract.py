@@ -263,6 +263,24 @@ class StoreContract:
         await store.apply([TrimTimelines(("r1",), 10)], "s", "3")
         assert len(await store.timeline_page("r1", 100, None)) == 4
 
+    async def test_trim_keeps_the_newest_cap_of_entries_put_out_of_order(self, store: Store) -> None:
+        posts = [post(f"p{i:02d}", "x", 1000 + i) for i in range(30)]
+        await store.apply([PutTimelineEntries(tuple(entry("r", p) for p in posts[10:20]))], "s", "1")
+        # Older and newer than what is held, interleaved and newest first, one put twice.
+        later = [p for pair in zip(posts[29:19:-1], posts[9::-1], strict=True) for p in pair] + [posts[15]]
+        deleted = (("r", posts[25].ts, posts[25].post_id), ("r", posts[12].ts, posts[12].post_id))
+        await store.apply(
+            [PutTimelineEntries(tuple(entry("r", p) for p in later)), DeleteTimelineEntries(deleted),
+             TrimTimelines(("r",), 8)], "s", "2",
+        )
+        newest = [p for p in reversed(posts) if p.post_id not in ("p25", "p12")][:8]
+        assert await store.timeline_page("r", 100, None) == [entry("r", p) for p in newest]
+        # An entry older than all kept is put, then trimmed away again; a smaller cap cuts further.
+        await store.apply([PutTimelineEntries((entry("r", posts[5]),)), TrimTimelines(("r",), 8)], "s", "3")
+        assert await store.timeline_page("r", 100, None) == [entry("r", p) for p in newest]
+        await store.apply([TrimTimelines(("r",), 3)], "s", "4")
+        assert await store.timeline_page("r", 100, None) == [entry("r", p) for p in newest[:3]]
+
     async def test_mutations_apply_in_order_within_a_batch(self, store: Store) -> None:
         p = post("p", "alice", 1)
         await store.apply(

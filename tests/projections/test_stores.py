@@ -18,6 +18,7 @@ from fanline.emulators import Emulator
 from projections.dynamodb_store import DynamoDBStore
 from projections.memory_store import MemoryStore
 from projections.records import (
+    DeleteTimelineEntries,
     Post,
     PutFollow,
     PutPost,
@@ -35,7 +36,7 @@ from projections.sqlite_store import (
     SQLiteStore,
 )
 from projections.store import Store, StoreUnavailable
-from projections.tables import TABLES, create_table_request
+from projections.tables import TABLES, create_table_request, sort_key
 from tests.projections.store_contract import StoreContract
 
 
@@ -70,6 +71,31 @@ class TestDynamoDBStore(StoreContract):
 def _plan(db: Path, sql: str, *params: object) -> str:
     with sqlite3.connect(db) as conn:
         return "\n".join(row[-1] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+
+async def test_memory_store_refuses_what_is_not_a_mutation_and_changes_nothing() -> None:
+    store = MemoryStore()
+    with pytest.raises(TypeError, match="not a mutation"):
+        await store.apply([PutUser(User("alice", "alice", "Alice")), "PutUser"], "s", "1")  # type: ignore[list-item]
+    assert await store.users(["alice"]) == {}
+    assert await store.applied() == {}
+
+
+async def test_memory_store_timeline_rows_are_the_live_entries_in_key_order() -> None:
+    store = MemoryStore()
+
+    def entry(ts: int) -> TimelineEntry:
+        return TimelineEntry("u", ts, f"p{ts}", f"a{ts}")
+
+    await store.apply([PutTimelineEntries(tuple(entry(ts) for ts in (4, 1, 5, 2)))], "s", "1")
+    # A key deleted, one put twice, an older one put after newer ones: its key list has to be
+    # compacted (and sorted) before it gives the rows.
+    await store.apply([DeleteTimelineEntries((("u", 4, "p4"),)),
+                       PutTimelineEntries((entry(5), entry(3), entry(0)))], "s", "2")
+    timelines = next(spec for spec in TABLES if spec.name == "timelines")
+    rows = list(store.rows(timelines))
+    assert rows == [("u", sort_key((ts, f"p{ts}")), f"p{ts}", f"a{ts}", ts) for ts in (0, 1, 2, 3, 5)]
+    assert list(store.rows(timelines)) == rows
 
 
 async def test_sqlite_schema_agrees_with_the_table_specs(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.archive import Archive, LocalArchive
+from streams.archive import Archive, LocalArchive, gunzip
 from streams.s3_archive import S3Archive
 from tests.moto_s3 import start_s3
 from tests.streams.archive_contract import ArchiveContract, everything, record
@@ -94,3 +94,11 @@ async def test_local_cuts_what_a_crash_left_past_the_mark(tmp_path: Path) -> Non
     await again.write("s0", [record("s0", 2), record("s0", 3)])
     assert [r.sequence for r in await everything(again, "s0")] == ["1", "2", "3"]
     assert not (tmp_path / "s0" / "2099-01-01T00.ndjson.gz").exists()
+
+
+def test_gunzip_reads_every_member_and_refuses_a_cut_one() -> None:
+    members = [b"one\n", b"two\n" * 1000, b"", b"three\n"]
+    raw = b"".join(gzip.compress(m) for m in members)
+    assert gunzip(raw) == b"".join(members)
+    with pytest.raises(EOFError):
+        gunzip(raw[:-5])
