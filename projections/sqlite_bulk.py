@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,15 +66,10 @@ def merge_stores(path: Path, parts: Sequence[Path], timeline_cap: int, *, cache_
     the newest `timeline_cap` of their union are the newest of all the entries ever put, which
     is what trimming at the end of every batch keeps too. Each table is one INSERT ... SELECT of
     the parts merged in key order (SQLite merges the sorted scans: no sort, appends only), then
-    the timelines over the cap lose their oldest entries, a key range each.
-
-    Two threads (SQLite runs without the GIL): this one merges the timelines, most of the rows,
-    into the store; the other merges every other table into a side file, whose tables are then
-    copied into the store whole (into empty tables SQLite copies records without decoding them)."""
+    the timelines over the cap lose their oldest entries, a key range each."""
     schemas = [f"part{i}" for i in range(len(parts))]
-    side = path.with_name(path.name + ".side")
 
-    def merged(conn: sqlite3.Connection, spec: TableSpec) -> int:
+    def insert(conn: sqlite3.Connection, spec: TableSpec) -> int:
         scans = " UNION ALL ".join(f"SELECT * FROM {schema}.{spec.name}" for schema in schemas)
         conn.execute(f"INSERT INTO main.{spec.name} {scans} ORDER BY {', '.join(spec.key)}")
         if spec.name == "timelines":
@@ -86,31 +80,7 @@ def merge_stores(path: Path, parts: Sequence[Path], timeline_cap: int, *, cache_
         for schema, part in zip(schemas, parts, strict=True):
             conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(part),))
 
-    def timelines_only(conn: sqlite3.Connection, spec: TableSpec) -> int:
-        return merged(conn, spec) if spec.name == "timelines" else 0
-
-    def all_but_timelines(conn: sqlite3.Connection, spec: TableSpec) -> int:
-        return merged(conn, spec) if spec.name != "timelines" else 0
-
-    def copy_side(conn: sqlite3.Connection) -> int:
-        copied = rest.result()
-        conn.execute("ATTACH DATABASE ? AS side", (str(side),))
-        conn.execute("BEGIN")
-        for spec in TABLES:
-            if spec.name != "timelines":
-                conn.execute(f"INSERT INTO main.{spec.name} SELECT * FROM side.{spec.name}")
-        conn.execute("COMMIT")
-        conn.execute("DETACH DATABASE side")
-        return copied
-
-    try:
-        with ThreadPoolExecutor(1, thread_name_prefix="merge-side") as pool:
-            rest = pool.submit(_build, side, all_but_timelines, cache_mib=cache_mib, durable=False,
-                               prepare=attach)
-            return _build(path, timelines_only, cache_mib=cache_mib, durable=True, prepare=attach,
-                          finish=copy_side)
-    finally:
-        _unlink(side, "", ".bulk", "-journal", "-wal", "-shm")
+    return _build(path, insert, cache_mib=cache_mib, durable=True, prepare=attach)
 
 
 def _trim_timelines(conn: sqlite3.Connection, schemas: list[str], cap: int) -> None:
@@ -130,11 +100,9 @@ def _trim_timelines(conn: sqlite3.Connection, schemas: list[str], cap: int) -> N
 
 def _build(path: Path, insert: Callable[[sqlite3.Connection, TableSpec], int], *, cache_mib: int,
            durable: bool, page_size: int | None = None,
-           prepare: Callable[[sqlite3.Connection], None] = lambda conn: None,
-           finish: Callable[[sqlite3.Connection], int] = lambda conn: 0) -> int:
-    """Write a new store beside `path` (`insert` fills each table after its DDL, `finish` may add
-    rows after that transaction), then rename it into place: whoever opens `path` finds no file
-    or a complete store. Returns the rows written."""
+           prepare: Callable[[sqlite3.Connection], None] = lambda conn: None) -> int:
+    """Write a new store beside `path` (`insert` fills each table after its DDL), then rename it
+    into place: whoever opens `path` finds no file or a complete store."""
     building = building_path(path)
     _unlink(building, "", "-journal", "-wal", "-shm")
     written = 0
@@ -152,7 +120,6 @@ def _build(path: Path, insert: Callable[[sqlite3.Connection, TableSpec], int], *
                 conn.execute(ddl)
             written += insert(conn, spec)
         conn.execute("COMMIT")
-        written += finish(conn)
         conn.execute("PRAGMA journal_mode = WAL")  # kept in the file: what SQLiteStore opens with
     finally:
         conn.close()
