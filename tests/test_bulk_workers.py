@@ -5,15 +5,21 @@ leaves no store and no part behind."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from fanline.bulk_workers import parallel_bulk_rebuild, shard_groups
 from fanline.replay import count_events, rebuild
 from fanline.settings import Settings
 from fanline.wiring import open_log
-from load.world import WorldSpec, world_events
+from load.world import WorldSpec, world_events, write_world
 from processors.settings import FoldSettings
 from projections.memory_store import MemoryStore
 from projections.records import PutTimelineEntries, TimelineEntry
@@ -23,6 +29,7 @@ from streams.archive import LocalArchive
 from streams.log import Position, Shard
 from tests.replay_helpers import THRESHOLD, append, history
 from tests.test_replay_bulk import row_count, same_rows
+from tests.test_replay_kill import FANLINE, run
 
 BATCH = 97
 
@@ -136,3 +143,32 @@ async def test_a_failing_worker_fails_the_rebuild_and_leaves_nothing(tmp_path: P
     finally:
         await log.close()
     assert not path.exists() and not list(tmp_path.glob("store-r1.db*"))
+
+
+async def test_workers_die_with_a_killed_replay_and_the_next_one_clears_their_parts(tmp_path: Path) -> None:
+    settings = Settings.load({"data_dir": tmp_path}, environ={})
+    log = await open_log(settings)
+    events = await write_world(log, WorldSpec(users=2000, posts_per_user=6))
+    await log.close()
+    env = {**os.environ, "FANLINE_DATA_DIR": str(tmp_path)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    child = subprocess.Popen([*FANLINE, "replay", "--workers", "2"], env=env, **quiet)  # type: ignore[call-overload]
+    try:
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while len(workers) < 2:  # kill it while its workers fold
+            assert time.monotonic() < deadline and child.poll() is None, "it ended before it was killed"
+            children = psutil.Process(child.pid).children()
+            workers = [p for p in children if "spawn_main" in " ".join(p.cmdline())]
+            await asyncio.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []  # PR_SET_PDEATHSIG: nobody would merge their parts
+
+    resumed = run(["replay"], env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert '"path": "bulk"' in resumed.stdout and '"workers": 2' in resumed.stdout
+    assert f'"bulk_events": {events}' in resumed.stdout
+    assert not list(tmp_path.glob("store-r1.db.part*"))
