@@ -138,7 +138,8 @@ async def archive_world(data_dir: Path, log_end: dict[str, str]) -> float:
     return round(time.monotonic() - began, 1)
 
 
-async def _checkpoints(settings: Settings) -> dict[str, str]:
+async def lease_checkpoints(settings: Settings) -> dict[str, str]:
+    """Each shard's checkpoint in the first version's lease table."""
     leases = await open_leases(settings)
     try:
         return {lease.shard_id: lease.checkpoint for lease in await leases.list()}
@@ -191,7 +192,7 @@ def ensure_base(
             _check(source, prebuilt, world)
             _copy(prebuilt, partial, (*LOG_FILES, *PROJECTION_FILES, *ARCHIVE_FILES), archive=True)
             # Its processors caught up with the whole log: their checkpoints are where it ends.
-            log_end = asyncio.run(_checkpoints(Settings.load({"data_dir": partial})))
+            log_end = asyncio.run(lease_checkpoints(Settings.load({"data_dir": partial})))
             marker = {**source, "copied_from": str(prebuilt), "log_end": log_end}
             say(f"world {scale}: copied from {prebuilt} in {time.monotonic() - began:.1f} s")
         else:

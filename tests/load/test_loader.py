@@ -20,6 +20,7 @@ from fanline.processing import run_projections
 from fanline.settings import Settings
 from fanline.wiring import fold_settings, open_leases, open_log
 from load.loader import append_all, bulk_refusal, fold_bulk, load_events, process_live
+from load.strategy_worlds import lease_checkpoints
 from load.tiers import TieredWorld
 from load.world import user_id
 from processors.metrics import Metrics
@@ -35,14 +36,6 @@ LOG_FILES = ("log.db", "log.db-wal")
 def _settings(data_dir: Path, **overrides: object) -> Settings:
     values = {"data_dir": data_dir, "celebrity_threshold": WORLD.celebrity_threshold(), **overrides}
     return Settings.load(values, environ={})
-
-
-async def _checkpoints(settings: Settings) -> dict[str, str]:
-    leases = await open_leases(settings)
-    try:
-        return {lease.shard_id: lease.checkpoint for lease in await leases.list()}
-    finally:
-        await leases.close()
 
 
 @pytest.mark.parametrize(("strategy", "cap"),
@@ -70,7 +63,7 @@ async def test_the_bulk_path_gives_exactly_what_the_processors_give(
         left = sqlite_rows(tmp_path / "live" / "store.db", spec)
         count, shown = differences(spec, left, sqlite_rows(tmp_path / "bulk" / "store.db", spec), 5)
         assert count == 0, (spec.name, shown)
-    assert await _checkpoints(bulk) == await _checkpoints(live) == last
+    assert await lease_checkpoints(bulk) == await lease_checkpoints(live) == last
 
 
 class CountingReader:
@@ -109,7 +102,7 @@ async def test_processing_goes_on_from_where_the_bulk_path_stopped(tmp_path: Pat
     settings = _settings(tmp_path)
     loaded = await load_events(settings, WORLD.events(), WORLD.event_count(), progress=False)
     assert loaded.path == "bulk"
-    end = await _checkpoints(settings)
+    end = await lease_checkpoints(settings)
     assert end and all(checkpoint.isdigit() for checkpoint in end.values())
 
     # A post after the load, by a regular user (pushed under hybrid), then `fanline process`'s
@@ -140,7 +133,7 @@ async def test_processing_goes_on_from_where_the_bulk_path_stopped(tmp_path: Pat
     finally:
         await store.close()
         await log.close()
-    assert (await _checkpoints(settings))[shard] == sequence
+    assert (await lease_checkpoints(settings))[shard] == sequence
 
 
 async def test_the_live_path_whenever_the_bulk_one_is_not_safe(tmp_path: Path) -> None:
