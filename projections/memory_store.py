@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from bisect import bisect_left
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from itertools import groupby, repeat
+from itertools import chain, groupby, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
@@ -82,9 +82,7 @@ def _check_put_entries(mutation: PutTimelineEntries) -> list[_Owned]:
     for user_id, group in groupby(mutation.entries, _USER_ID):
         entries = list(group)
         owned.append((user_id, list(map(_ENTRY_KEY, entries)), list(map(_AUTHOR_ID, entries))))
-    if owned:  # the oldest and newest key hold the smallest and largest ts
-        keys = [keys for _, keys, _ in owned]
-        _check_ts((min(map(min, keys))[0], max(map(max, keys))[0]))
+    _check_ts(map(_TS, chain.from_iterable(keys for _, keys, _ in owned)))
     return owned
 
 
