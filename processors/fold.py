@@ -118,8 +118,9 @@ def _followed(state: BatchState, event: UserFollowed, settings: FoldSettings) ->
     user = _with_count(user_state.user, len(followers) + (follower not in followers), settings)
     mutations: list[Mutation] = []
     if pushed(user, settings):
-        backfill = _entries([follower], _posts(user_state)[: settings.backfill_depth])
-        if backfill:
+        recent = _posts(user_state)[: settings.backfill_depth]
+        if recent:  # none yet: nothing to build (a world's follows mostly come before its posts)
+            backfill = _entries([follower], recent)
             mutations += [PutTimelineEntries(backfill), TrimTimelines((follower,), settings.timeline_cap)]
     mutations.append(PutFollow(follower, followee))
     if user is not None:

@@ -123,7 +123,14 @@ class StoreContract:
             await store.apply([user], "s", "12ab")
         with pytest.raises(ValueError, match="negative"):
             await store.apply([user, TrimTimelines(("alice",), -1)], "s", "1")
+        # A bad ts in any timeline of a put, the smallest or the largest of the put.
+        for bad in (-1, 10**17):
+            entries = (TimelineEntry("a", 5, "p5", "x"), TimelineEntry("b", bad, "p0", "x"),
+                       TimelineEntry("c", 6, "p6", "x"))
+            with pytest.raises(ValueError, match=f"ts {bad}"):
+                await store.apply([user, PutTimelineEntries(entries)], "s", "1")
         assert await store.users(["alice"]) == {}
+        assert await store.timeline_page("a", 10, None) == []
         assert await store.applied() == {}
 
     # --- users and the follow graph --------------------------------------------------------
