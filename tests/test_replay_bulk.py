@@ -1,6 +1,6 @@
 """The bulk replay path (fanline.replay.bulk_rebuild, projections.sqlite_bulk): folded in memory
 and written at once, it gives the same SQLite store as the streaming rebuild, and so does the
-tail streamed after it; MemoryStore's timeline heap trims exactly."""
+tail streamed after it; MemoryStore's timeline key list trims exactly."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ async def test_a_bulk_write_replaces_an_empty_store_and_leaves_nothing_half_writ
         await store.close()
 
 
-async def test_the_timeline_heap_trims_the_oldest_live_entries() -> None:
+async def test_the_timeline_key_list_trims_the_oldest_live_entries() -> None:
     store = MemoryStore()
 
     def entry(ts: int) -> TimelineEntry:
@@ -113,11 +113,11 @@ async def test_the_timeline_heap_trims_the_oldest_live_entries() -> None:
 
     await store.apply([PutTimelineEntries(tuple(entry(ts) for ts in range(1, 6)))], "s", "1")
     # The newest deleted and put back, an older one deleted for good, an oldest one added:
-    # the heap holds stale and repeated keys, which a trim must skip.
+    # the key list holds stale and repeated keys, which a trim must skip.
     await store.apply([DeleteTimelineEntries((("u", 5, "p5"), ("u", 3, "p3"))),
                        PutTimelineEntries((entry(5), entry(0))), TrimTimelines(("u",), 3)], "s", "2")
     assert [e.ts for e in await store.timeline_page("u", 10, None)] == [5, 4, 2]
-    # Mostly deleted: the heap is rebuilt from the live keys, and trims stay exact.
+    # Mostly deleted: the key list is rebuilt from the live keys, and trims stay exact.
     await store.apply([PutTimelineEntries(tuple(entry(ts) for ts in range(10, 200)))], "s", "3")
     await store.apply([DeleteTimelineEntries(tuple(("u", ts, f"p{ts}") for ts in range(10, 195)))], "s", "4")
     await store.apply([TrimTimelines(("u",), 4)], "s", "5")
