@@ -32,10 +32,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-from fanline.replay import BATCH, Rebuilt, _no_gc, bulk_rebuild, rebuild, shard_order
+from fanline.replay import BATCH, Rebuilt, bulk_rebuild, fold_and_write, shard_order
 from processors.settings import FoldSettings
 from projections.memory_store import MemoryStore
-from projections.sqlite_bulk import merge_stores, write_store
+from projections.sqlite_bulk import merge_stores
 from streams.archive import Archive, LocalArchive
 from streams.log import Log, Shard
 from streams.sqlite_log import SQLiteLog
@@ -197,8 +197,9 @@ def _worker(parent: int, pipe: Connection, folded_events: Synchronized[int], sou
             fold: FoldSettings, shards: list[str], part: Path, until: dict[str, str] | None,
             batch: int) -> None:
     _die_with_parent(parent)
+    store = MemoryStore()  # referenced here to the end, so the fold's return does not free it
     try:
-        folding = _fold_part(folded_events, sources, fold, shards, part, until, batch)
+        folding = _fold_part(folded_events, sources, store, fold, shards, part, until, batch)
         outcome: Rebuilt | str = asyncio.run(folding)
     except BaseException:
         outcome = traceback.format_exc()
@@ -219,8 +220,9 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-async def _fold_part(folded_events: Synchronized[int], sources: _Sources, fold: FoldSettings,
-                     shards: list[str], part: Path, until: dict[str, str] | None, batch: int) -> Rebuilt:
+async def _fold_part(folded_events: Synchronized[int], sources: _Sources, store: MemoryStore,
+                     fold: FoldSettings, shards: list[str], part: Path, until: dict[str, str] | None,
+                     batch: int) -> Rebuilt:
     def count(events: int) -> None:
         with folded_events.get_lock():
             folded_events.value += events
@@ -229,13 +231,8 @@ async def _fold_part(folded_events: Synchronized[int], sources: _Sources, fold: 
     archive = LocalArchive(sources.archive) if sources.archive is not None else None
     try:
         started, cpu = time.perf_counter(), time.process_time()
-        store = MemoryStore()
-        with _no_gc():
-            rebuilt = await rebuild(log, archive, store, fold, until=until, shards=set(shards),
-                                    progress=count, batch=batch)
-            writing = time.perf_counter()
-            rebuilt.bulk_rows = write_store(part, store.rows, part=True)
-            rebuilt.bulk_write_seconds = time.perf_counter() - writing
+        rebuilt = await fold_and_write(log, archive, store, part, fold, until=until, progress=count,
+                                       batch=batch, shards=set(shards), part=True)
         rebuilt.seconds = time.perf_counter() - started
         rebuilt.cpu_seconds = time.process_time() - cpu
         return rebuilt

@@ -194,15 +194,30 @@ async def bulk_rebuild(
     contract) give the same projections as a rebuild into SQLite."""
     started, cpu = time.perf_counter(), time.process_time()
     store = MemoryStore()
-    with _no_gc():
-        rebuilt = await rebuild(log, archive, store, settings, until=until, progress=progress, batch=batch)
-        writing = time.perf_counter()
-        rebuilt.bulk_rows = await asyncio.to_thread(write_store, path, store.rows)
-        rebuilt.bulk_write_seconds = time.perf_counter() - writing
-        del store
-    rebuilt.bulk_events = rebuilt.events
+    rebuilt = await fold_and_write(log, archive, store, path, settings, until=until, progress=progress,
+                                   batch=batch)
+    del store  # freed now, and timed: the tail streamed next needs the memory
     rebuilt.seconds = time.perf_counter() - started
     rebuilt.cpu_seconds = time.process_time() - cpu
+    return rebuilt
+
+
+async def fold_and_write(
+    log: Log, archive: Archive | None, store: MemoryStore, path: Path, settings: FoldSettings, *,
+    until: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None,
+    batch: int = BATCH, shards: Collection[str] | None = None, part: bool = False,
+) -> Rebuilt:
+    """The bulk path's two steps: fold (as `rebuild`, only `shards` if given) into `store`, then
+    write it at `path` (`write_store`; `part`: a worker's part, fanline.bulk_workers). The
+    caller owns `store`: freeing its millions of objects costs seconds, which a worker about to
+    exit skips. Times only the write (`bulk_write_seconds`)."""
+    with _no_gc():
+        rebuilt = await rebuild(log, archive, store, settings, until=until, progress=progress, batch=batch,
+                                shards=shards)
+        writing = time.perf_counter()
+        rebuilt.bulk_rows = await asyncio.to_thread(write_store, path, store.rows, part=part)
+        rebuilt.bulk_write_seconds = time.perf_counter() - writing
+    rebuilt.bulk_events = rebuilt.events
     return rebuilt
 
 
