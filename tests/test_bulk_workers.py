@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from fanline.bulk_workers import parallel_bulk_rebuild, shard_groups
 from fanline.replay import count_events, rebuild
 from fanline.settings import Settings
 from fanline.wiring import open_log
-from load.world import WorldSpec, world_events, write_world
+from load.world import WorldSpec, world_events
 from processors.settings import FoldSettings
 from projections.memory_store import MemoryStore
 from projections.records import PutTimelineEntries, TimelineEntry
@@ -29,7 +28,7 @@ from streams.archive import LocalArchive
 from streams.log import Position, Shard
 from tests.replay_helpers import THRESHOLD, append, history
 from tests.test_replay_bulk import row_count, same_rows
-from tests.test_replay_kill import FANLINE, run
+from tests.test_replay_kill import run, start_replay, world_to_replay
 
 BATCH = 97
 
@@ -146,13 +145,8 @@ async def test_a_failing_worker_fails_the_rebuild_and_leaves_nothing(tmp_path: P
 
 
 async def test_workers_die_with_a_killed_replay_and_the_next_one_clears_their_parts(tmp_path: Path) -> None:
-    settings = Settings.load({"data_dir": tmp_path}, environ={})
-    log = await open_log(settings)
-    events = await write_world(log, WorldSpec(users=2000, posts_per_user=6))
-    await log.close()
-    env = {**os.environ, "FANLINE_DATA_DIR": str(tmp_path)}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    child = subprocess.Popen([*FANLINE, "replay", "--workers", "2"], env=env, **quiet)  # type: ignore[call-overload]
+    _, events, env = await world_to_replay(tmp_path)
+    child = start_replay(["--workers", "2"], env)
     try:
         deadline = time.monotonic() + 60
         workers: list[psutil.Process] = []

@@ -26,6 +26,22 @@ def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str
     return subprocess.run([*FANLINE, *args], env=env, capture_output=True, text=True, timeout=120)
 
 
+async def world_to_replay(tmp_path: Path) -> tuple[Settings, int, dict[str, str]]:
+    """A 2 000-user world in the log of `tmp_path`: its settings, its event count, and the
+    environment of a `fanline` child process on it."""
+    settings = Settings.load({"data_dir": tmp_path}, environ={})
+    log = await open_log(settings)
+    events = await write_world(log, WorldSpec(users=2000, posts_per_user=6))
+    await log.close()
+    return settings, events, {**os.environ, "FANLINE_DATA_DIR": str(tmp_path)}
+
+
+def start_replay(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`fanline replay ARGS` in a child process, its output discarded (it is to be killed)."""
+    return subprocess.Popen([*FANLINE, "replay", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 async def _applied(store_file: Path) -> dict[str, str]:
     if not store_file.exists():
         return {}
@@ -37,15 +53,8 @@ async def _applied(store_file: Path) -> dict[str, str]:
 
 
 async def test_a_replay_killed_part_way_resumes_to_the_same_result(tmp_path: Path) -> None:
-    settings = Settings.load({"data_dir": tmp_path}, environ={})
-    log = await open_log(settings)
-    events = await write_world(log, WorldSpec(users=2000, posts_per_user=6))
-    await log.close()
-    env = {**os.environ, "FANLINE_DATA_DIR": str(tmp_path)}
-
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    child = subprocess.Popen([*FANLINE, "replay", "--bulk-max-events", "0"], env=env,  # streaming
-                             **quiet)  # type: ignore[call-overload]
+    settings, events, env = await world_to_replay(tmp_path)
+    child = start_replay(["--bulk-max-events", "0"], env)  # streaming
     try:
         store_file = tmp_path / "store-r1.db"
         deadline = time.monotonic() + 60
@@ -77,14 +86,8 @@ async def test_a_replay_killed_part_way_resumes_to_the_same_result(tmp_path: Pat
 
 
 async def test_a_bulk_replay_killed_while_writing_starts_again_to_the_same_result(tmp_path: Path) -> None:
-    settings = Settings.load({"data_dir": tmp_path}, environ={})
-    log = await open_log(settings)
-    events = await write_world(log, WorldSpec(users=2000, posts_per_user=6))
-    await log.close()
-    env = {**os.environ, "FANLINE_DATA_DIR": str(tmp_path)}
-
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    child = subprocess.Popen([*FANLINE, "replay"], env=env, **quiet)  # type: ignore[call-overload]
+    settings, events, env = await world_to_replay(tmp_path)
+    child = start_replay([], env)
     store_file = tmp_path / "store-r1.db"
     try:
         deadline = time.monotonic() + 60
