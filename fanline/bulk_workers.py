@@ -2,18 +2,25 @@
 
 Everything a fold reads belongs to the partition-key users of a shard (processors.state), so
 shards fold independently: each worker process folds its group of shards exactly as
-`fanline.replay.bulk_rebuild` does (the same Runner, batches and MemoryStore) and writes them
-into a part file (`<path>.part<pid>-<i>`, every table in key order); the parent then merges
-the parts into the store at `path` in key order, each timeline trimmed to the cap
-(`projections.sqlite_bulk.merge_stores`), and renames it into place. A shard's children are
-folded after it in the same worker (a lineage is one group); groups are balanced by the events
-the counting pass found in each shard. A worker opens the SQLite log and the local archive by
-their paths and imports only what folding needs (no AWS clients: it starts in ~0.2 s).
+`fanline.replay.bulk_rebuild` does (the same Runner, batches and MemoryStore). A timeline,
+though, gets entries from every shard (a post's from its author's), so before they write, the
+workers hand each other timelines: the parent splits the owners into one range per worker
+(`owner_bounds`, balanced by the entries to write), each worker hands every timeline outside its
+range to the worker whose range it is in, and keeps the newest `timeline_cap` of what it holds
+and what it gets (the newest of every entry put, as trimming after each batch keeps). Each
+worker then writes a part file (`<path>.part<pid>-<i>`, every table in key order) and the parent
+merges the parts into the store at `path` (`projections.sqlite_bulk.merge_stores`: the
+timelines copied part after part, the other tables merged in key order) and renames it into
+place. A shard's children are folded after it in the same worker (a lineage is one group);
+groups are balanced by the events the counting pass found in each shard. A worker opens the
+SQLite log and the local archive by their paths and imports only what folding needs (no AWS
+clients: it starts in ~0.2 s).
 
-A worker sends its figures back through a pipe and ends with `os._exit`: freeing a MemoryStore
-of millions of objects one by one would cost seconds (minutes for the 100K world) for nothing.
-A worker that fails (or is killed) fails the rebuild; parts are scratch files, removed after
-the merge and before the next attempt.
+A worker talks to the parent through a pipe (`_run_workers`) and ends with `os._exit`: freeing
+a MemoryStore of millions of objects one by one would cost seconds (minutes for the 100K world)
+for nothing. A worker that fails (or is killed) fails the rebuild; parts and the timelines
+handed through files beside them are scratch files, removed after the merge and before the
+next attempt.
 """
 
 from __future__ import annotations
@@ -26,15 +33,19 @@ import signal
 import sys
 import time
 import traceback
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from fanline.replay import BATCH, Rebuilt, bulk_rebuild, fold_and_write, shard_order
 from processors.settings import FoldSettings
-from projections.memory_store import MemoryStore
+from projections.memory_store import HandedTimelines, MemoryStore
 from projections.sqlite_bulk import merge_stores
 from streams.archive import Archive, LocalArchive
 from streams.log import Log, Shard
@@ -117,7 +128,7 @@ async def parallel_bulk_rebuild(
         sources = _Sources(log.path, log.shard_count, archive_root)
         folded = await _run_workers(sources, fold, groups, parts, until, batch, progress)
         merging = time.perf_counter()
-        rows = await asyncio.to_thread(merge_stores, path, parts, fold.timeline_cap)
+        rows = await asyncio.to_thread(merge_stores, path, parts)
         merge_s = time.perf_counter() - merging
     finally:
         remove_parts(path)
@@ -129,6 +140,7 @@ async def parallel_bulk_rebuild(
         rebuilt.cpu_seconds += part.cpu_seconds
     rebuilt.bulk_events = rebuilt.events
     rebuilt.bulk_write_seconds = max(p.bulk_write_seconds for p in folded) + merge_s
+    rebuilt.exchange_seconds = max(p.exchange_seconds for p in folded)
     rebuilt.seconds = time.perf_counter() - started
     rebuilt.cpu_seconds += time.process_time() - cpu
     return rebuilt
@@ -146,31 +158,39 @@ class _Sources:
 async def _run_workers(sources: _Sources, fold: FoldSettings, groups: list[list[str]], parts: list[Path],
                        until: dict[str, str] | None, batch: int,
                        progress: Callable[[int], None]) -> list[Rebuilt]:
+    """Start a worker per group and see each through its three messages (`_worker`): the sizes
+    of its timelines after the fold (answered with the ranges of owners), the files of the
+    timelines it handed on (answered with those handed to it), its result."""
     # spawn, not fork: this process has threads (SQLite's, asyncio's), which fork does not copy.
     context = multiprocessing.get_context("spawn")
     folded_events = context.Value("q", 0)
     processes, pipes = [], []
-    for group, part in zip(groups, parts, strict=True):
-        receive, send = context.Pipe(duplex=False)
+    for index, (group, part) in enumerate(zip(groups, parts, strict=True)):
+        here, there = context.Pipe()
         process = context.Process(target=_worker, name=f"fanline-replay-{part.name}",
-                                  args=(os.getpid(), send, folded_events, sources, fold, group, part,
-                                        until, batch))
+                                  args=(os.getpid(), there, folded_events, sources, fold, group, part,
+                                        index, until, batch))
         process.start()
-        send.close()
+        there.close()  # the worker's end: this one sees EOF when it dies
         processes.append(process)
-        pipes.append(receive)
+        pipes.append(here)
     reported = 0
+
+    def report() -> None:
+        nonlocal reported
+        now = int(folded_events.value)
+        progress(now - reported)
+        reported = now
+
     try:
-        while not all(pipe.poll() for pipe in pipes):
-            pairs = zip(processes, pipes, strict=True)
-            if any(not process.is_alive() and not pipe.poll() for process, pipe in pairs):
-                break  # a worker died without a result: fail now, not after the others finish
-            await asyncio.sleep(POLL_S)
-            now = int(folded_events.value)
-            progress(now - reported)
-            reported = now
-        results = [_result(process, pipe) for process, pipe in zip(processes, pipes, strict=True)]
-        progress(int(folded_events.value) - reported)
+        sizes = await _messages(processes, pipes, report)
+        bounds = owner_bounds(sizes, len(pipes), fold.timeline_cap)
+        for pipe in pipes:
+            pipe.send(bounds)
+        handed: list[dict[int, Path]] = await _messages(processes, pipes, report)
+        for index, pipe in enumerate(pipes):
+            pipe.send([files[index] for files in handed if index in files])
+        results: list[Rebuilt] = await _messages(processes, pipes, report)
         return results
     finally:
         for process in processes:
@@ -179,33 +199,102 @@ async def _run_workers(sources: _Sources, fold: FoldSettings, groups: list[list[
             process.join()
 
 
-def _result(process: multiprocessing.process.BaseProcess, pipe: Connection) -> Rebuilt:
-    try:
-        outcome = pipe.recv() if pipe.poll(5) else None
-    except EOFError:  # it closed the pipe (it died) without sending
-        outcome = None
-    if outcome is None:
-        raise RuntimeError(f"replay worker {process.name} ended without a result (exit code "
-                           f"{process.exitcode}: killed, or out of memory?)")
-    if isinstance(outcome, str):
-        raise RuntimeError(f"replay worker {process.name} failed:\n{outcome}")
-    assert isinstance(outcome, Rebuilt)
-    return outcome
+async def _messages(processes: Sequence[multiprocessing.process.BaseProcess], pipes: list[Connection],
+                    report: Callable[[], None]) -> list[Any]:
+    """The next message of every worker, once each has sent it. A worker that failed (its message
+    is its traceback) or died fails the rebuild, without waiting for the others."""
+    while pending := [(process, pipe) for process, pipe in zip(processes, pipes, strict=True)
+                      if not pipe.poll()]:
+        for process, pipe in pending:
+            if not process.is_alive() and not pipe.poll():
+                raise _died(process)
+        waited = [pipe for _, pipe in pending] + [process.sentinel for process, _ in pending]
+        await asyncio.to_thread(wait, waited, POLL_S)
+        report()
+    report()
+    messages = []
+    for process, pipe in zip(processes, pipes, strict=True):
+        try:
+            message = pipe.recv()
+        except EOFError:  # it closed the pipe (it died) without sending
+            raise _died(process) from None
+        if isinstance(message, str):
+            raise RuntimeError(f"replay worker {process.name} failed:\n{message}")
+        messages.append(message)
+    return messages
+
+
+def _died(process: multiprocessing.process.BaseProcess) -> RuntimeError:
+    process.join(5)
+    return RuntimeError(f"replay worker {process.name} ended without a result (exit code "
+                        f"{process.exitcode}: killed, or out of memory?)")
+
+
+def owner_bounds(sizes: Sequence[dict[str, int]], workers: int, cap: int) -> list[str]:
+    """Where the ranges of timeline owners that `workers` write begin (owner `o` is worker
+    `bisect_right(bounds, o)`'s): at most `workers - 1` owners, ascending, so that each range
+    holds about as many of the entries written (a timeline's, up to `cap`). `sizes`: each
+    worker's entries per owner."""
+    totals: dict[str, int] = {}
+    for worker in sizes:
+        for owner, entries in worker.items():
+            totals[owner] = totals.get(owner, 0) + entries
+    kept = {owner: min(entries, cap) for owner, entries in totals.items()}
+    whole, before, bounds = sum(kept.values()), 0, list[str]()
+    for owner in sorted(kept):
+        if len(bounds) == workers - 1:
+            break
+        if before >= whole * (len(bounds) + 1) / workers:
+            bounds.append(owner)
+        before += kept[owner]
+    return bounds
 
 
 def _worker(parent: int, pipe: Connection, folded_events: Synchronized[int], sources: _Sources,
-            fold: FoldSettings, shards: list[str], part: Path, until: dict[str, str] | None,
+            fold: FoldSettings, shards: list[str], part: Path, index: int, until: dict[str, str] | None,
             batch: int) -> None:
     _die_with_parent(parent)
     store = MemoryStore()  # referenced here to the end, so the fold's return does not free it
+
+    def exchange() -> None:
+        _exchange_timelines(pipe, store, part, index, fold.timeline_cap)
+
     try:
-        folding = _fold_part(folded_events, sources, store, fold, shards, part, until, batch)
+        folding = _fold_part(folded_events, sources, store, fold, shards, part, until, batch, exchange)
         outcome: Rebuilt | str = asyncio.run(folding)
     except BaseException:
         outcome = traceback.format_exc()
     pipe.send(outcome)
     pipe.close()
     os._exit(0)  # the MemoryStore is not freed object by object: the process is gone
+
+
+def _exchange_timelines(pipe: Connection, store: MemoryStore, part: Path, index: int, cap: int) -> None:
+    """Between the fold and the write: hand each timeline outside this worker's range of owners
+    to the worker whose range it is in, and take theirs of this range, so that each part holds
+    whole timelines of one range, trimmed to the cap (`merge_stores` copies them part after
+    part: no timeline is merged or trimmed there, no entry beyond the cap is written). A post's
+    entries are made by its author's shard, so every worker has entries in most timelines.
+    Entries go through files beside the part (`<part>.for<worker>`), not through the replay."""
+    pipe.send(store.timeline_sizes())
+    bounds: list[str] = pipe.recv()
+    handed = {}
+    for worker in range(len(bounds) + 1):
+        if worker != index:
+            timelines = store.take_timelines(_in_range(bounds, worker))
+            handed[worker] = part.with_name(f"{part.name}.for{worker}")
+            handed[worker].write_bytes(msgspec.msgpack.encode(timelines))
+    pipe.send(handed)
+    received: list[Path] = pipe.recv()
+    decoder = msgspec.msgpack.Decoder(HandedTimelines)
+    for path in received:
+        store.put_timelines(decoder.decode(path.read_bytes()), cap)
+        path.unlink()
+
+
+def _in_range(bounds: list[str], worker: int) -> Callable[[str], bool]:
+    """Whether an owner's timeline is `worker`'s to write (`owner_bounds`)."""
+    return lambda owner: bisect_right(bounds, owner) == worker
 
 
 def _die_with_parent(parent: int) -> None:
@@ -222,7 +311,7 @@ def _die_with_parent(parent: int) -> None:
 
 async def _fold_part(folded_events: Synchronized[int], sources: _Sources, store: MemoryStore,
                      fold: FoldSettings, shards: list[str], part: Path, until: dict[str, str] | None,
-                     batch: int) -> Rebuilt:
+                     batch: int, exchange: Callable[[], None]) -> Rebuilt:
     def count(events: int) -> None:
         with folded_events.get_lock():
             folded_events.value += events
@@ -232,7 +321,8 @@ async def _fold_part(folded_events: Synchronized[int], sources: _Sources, store:
     try:
         started, cpu = time.perf_counter(), time.process_time()
         rebuilt = await fold_and_write(log, archive, store, part, fold, until=until, progress=count,
-                                       batch=batch, shards=set(shards), part=True)
+                                       batch=batch, shards=set(shards), part=True,
+                                       before_write=exchange)
         rebuilt.seconds = time.perf_counter() - started
         rebuilt.cpu_seconds = time.process_time() - cpu
         return rebuilt

@@ -63,6 +63,7 @@ class Rebuilt:
     bulk_write_seconds: float = 0.0  # of `seconds`, writing the bulk phase's rows
     workers: int = 1  # processes that folded the bulk phase (fanline.bulk_workers)
     merge_seconds: float = 0.0  # of `bulk_write_seconds`, merging the workers' parts
+    exchange_seconds: float = 0.0  # of `seconds`, the workers handing timelines to each other
     shard_events: dict[str, int] = field(default_factory=dict)  # per shard (count_events)
 
     @property
@@ -206,14 +207,20 @@ async def fold_and_write(
     log: Log, archive: Archive | None, store: MemoryStore, path: Path, settings: FoldSettings, *,
     until: dict[str, str] | None = None, progress: Callable[[int], None] = lambda n: None,
     batch: int = BATCH, shards: Collection[str] | None = None, part: bool = False,
+    before_write: Callable[[], None] | None = None,
 ) -> Rebuilt:
     """The bulk path's two steps: fold (as `rebuild`, only `shards` if given) into `store`, then
-    write it at `path` (`write_store`; `part`: a worker's part, fanline.bulk_workers). The
-    caller owns `store`: freeing its millions of objects costs seconds, which a worker about to
-    exit skips. Times only the write (`bulk_write_seconds`)."""
+    write it at `path` (`write_store`; `part`: a worker's part, fanline.bulk_workers, which hands
+    timelines to the other workers `before_write`). The caller owns `store`: freeing its millions
+    of objects costs seconds, which a worker about to exit skips. Times the write
+    (`bulk_write_seconds`) and what comes before it (`exchange_seconds`)."""
     with _no_gc():
         rebuilt = await rebuild(log, archive, store, settings, until=until, progress=progress, batch=batch,
                                 shards=shards)
+        if before_write is not None:
+            exchanging = time.perf_counter()
+            before_write()
+            rebuilt.exchange_seconds = time.perf_counter() - exchanging
         writing = time.perf_counter()
         rebuilt.bulk_rows = await asyncio.to_thread(write_store, path, store.rows, part=part)
         rebuilt.bulk_write_seconds = time.perf_counter() - writing

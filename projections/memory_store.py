@@ -15,6 +15,8 @@ from itertools import chain, groupby, repeat
 from operator import attrgetter, itemgetter
 from typing import Any, TypeVar
 
+import msgspec
+
 from projections import feed
 from projections.records import (
     DeadLetter,
@@ -167,6 +169,16 @@ class _Timeline:
             yield TimelineEntry(user_id, ts, post_id, author_id)
 
 
+class HandedTimelines(msgspec.Struct, array_like=True):
+    """Timelines one MemoryStore hands another (`take_timelines`, `put_timelines`): each post's
+    key and each author once, and each timeline's entries as indices into them (a post is in
+    hundreds of timelines: a tenth of the bytes, and the keys are made once where they go)."""
+
+    keys: list[SortKey]
+    authors: list[str]
+    timelines: list[tuple[str, list[int], list[int]]]  # owner, its keys ascending, their authors
+
+
 class MemoryStore(feed.ComposedFeeds):
     def __init__(self) -> None:
         self._applied: dict[str, str] = {}
@@ -300,6 +312,40 @@ class MemoryStore(feed.ComposedFeeds):
 
     async def delete_dead_letter(self, shard_id: str, sequence: str) -> None:
         self._dead.pop((shard_id, sequence), None)
+
+    # --- timelines handed between bulk replay workers (fanline.bulk_workers) -----------------
+    def timeline_sizes(self) -> dict[str, int]:
+        """The entries of each timeline, by owner."""
+        return {owner: len(timeline.authors) for owner, timeline in self._timelines.items()}
+
+    def take_timelines(self, taken: Callable[[str], bool]) -> HandedTimelines:
+        """Remove the timelines of the owners `taken`, and return their entries."""
+        owners = sorted(owner for owner in self._timelines if taken(owner))
+        timelines = [self._timelines.pop(owner) for owner in owners]
+        ordered = [timeline.ordered() for timeline in timelines]
+        keys = list(set().union(*ordered))
+        key_index = dict(zip(keys, range(len(keys)), strict=True))
+        authors = list(set().union(*(timeline.authors.values() for timeline in timelines)))
+        author_index = dict(zip(authors, range(len(authors)), strict=True))
+        return HandedTimelines(keys, authors, [
+            (owner, list(map(key_index.__getitem__, owned)),
+             list(map(author_index.__getitem__, map(timeline.authors.__getitem__, owned))))
+            for owner, timeline, owned in zip(owners, timelines, ordered, strict=True)
+        ])
+
+    def put_timelines(self, handed: HandedTimelines, cap: int) -> None:
+        """Add the entries another store's `take_timelines` returned, each timeline trimmed to its
+        newest `cap` after: the newest `cap` of every entry put, as trimming after each batch
+        keeps (the other store had trimmed its entries to `cap` too)."""
+        keys = list(map(self._keys.setdefault, handed.keys, handed.keys))
+        authors = list(map(self._ids.setdefault, handed.authors, handed.authors))
+        timelines = self._timelines
+        for owner, key_indices, author_indices in handed.timelines:
+            timeline = timelines.get(owner)
+            if timeline is None:
+                timeline = timelines[owner] = _Timeline()
+            timeline.put(list(map(keys.__getitem__, key_indices)), map(authors.__getitem__, author_indices))
+            timeline.trim(cap)
 
     # --- export (a bulk replay writes these into an empty store) ----------------------------
     def rows(self, spec: TableSpec) -> Iterator[tuple[Any, ...]]:

@@ -1,7 +1,7 @@
 """The bulk rebuild on several cores (fanline.bulk_workers, projections.sqlite_bulk.merge_stores):
-shard groups folded by worker processes and merged give the store one process gives, the
-streaming rebuild too, timelines trimmed to the cap; a failing worker fails the rebuild and
-leaves no store and no part behind."""
+shard groups folded by worker processes, their timelines handed between them by owner, and
+merged give the store the streaming rebuild gives, timelines trimmed to the cap; a failing
+worker fails the rebuild and leaves no store and no part behind."""
 
 from __future__ import annotations
 
@@ -9,19 +9,21 @@ import asyncio
 import os
 import signal
 import time
+from bisect import bisect_right
 from pathlib import Path
 
+import msgspec
 import psutil
 import pytest
 
-from fanline.bulk_workers import parallel_bulk_rebuild, shard_groups
+from fanline.bulk_workers import owner_bounds, parallel_bulk_rebuild, shard_groups
 from fanline.replay import count_events, rebuild
 from fanline.settings import Settings
 from fanline.wiring import open_log
 from load.world import WorldSpec, world_events
 from processors.settings import FoldSettings
-from projections.memory_store import MemoryStore
-from projections.records import PutTimelineEntries, TimelineEntry
+from projections.memory_store import HandedTimelines, MemoryStore
+from projections.records import PutFollow, PutTimelineEntries, TimelineEntry
 from projections.sqlite_bulk import has_applied, merge_stores, write_store
 from projections.sqlite_store import SQLiteStore
 from streams.archive import LocalArchive
@@ -88,24 +90,55 @@ async def test_two_workers_trim_every_timeline_to_the_cap_as_the_live_fold(tmp_p
         assert same_rows(streamed, parallel) == {}
 
 
-async def test_merged_timelines_keep_the_newest_of_every_part(tmp_path: Path) -> None:
-    parts = []
-    for n, timestamps in enumerate([(1, 4, 5, 9), (2, 3, 8), ()]):
-        part = MemoryStore()
+async def test_handed_timelines_keep_the_newest_of_both_stores() -> None:
+    stores = [MemoryStore(), MemoryStore()]
+    for n, timestamps in enumerate([(1, 4, 5, 9), (2, 3, 8)]):
         entries = tuple(TimelineEntry("reader", ts, f"p{ts}", f"author{n}") for ts in timestamps)
         entries += (TimelineEntry(f"only{n}", 1, f"q{n}", f"author{n}"),)
-        await part.apply([PutTimelineEntries(entries)], f"shard-{n}", str(n + 1))
+        await stores[n].apply([PutTimelineEntries(entries)], f"shard-{n}", "1")
+    handed = stores[0].take_timelines(lambda owner: owner == "reader")
+    sent = msgspec.msgpack.Decoder(HandedTimelines).decode(msgspec.msgpack.encode(handed))
+    stores[1].put_timelines(sent, cap=4)
+    reader = await stores[1].timeline_page("reader", 10, None)
+    assert [(e.ts, e.author_id) for e in reader] == [(9, "author0"), (8, "author1"), (5, "author0"),
+                                                     (4, "author0")]
+    assert await stores[0].timeline_page("reader", 10, None) == []
+    assert [e.post_id for e in await stores[0].timeline_page("only0", 10, None)] == ["q0"]
+    assert stores[0].timeline_sizes() == {"only0": 1}
+    assert stores[1].timeline_sizes() == {"reader": 4, "only1": 1}
+
+
+async def test_merge_copies_each_parts_timelines_and_merges_the_other_tables(tmp_path: Path) -> None:
+    parts = []
+    for n, owners in enumerate([("a", "b"), ("c",), ()]):
+        part = MemoryStore()
+        entries = tuple(TimelineEntry(owner, ts, f"{owner}{ts}", "author")
+                        for owner in owners for ts in (1, 2))
+        follows = [PutFollow(f"follower{n}", followee) for followee in ("x", "y")]
+        await part.apply([PutTimelineEntries(entries), *follows], f"shard-{n}", str(n + 1))
         parts.append(tmp_path / f"part{n}.db")
         write_store(parts[-1], part.rows, part=True)
     merged = tmp_path / "merged.db"
-    merge_stores(merged, parts, timeline_cap=4)
+    assert merge_stores(merged, parts) == 6 + 2 * 6 + 3
     store = SQLiteStore(merged)
     try:
-        assert [e.ts for e in await store.timeline_page("reader", 10, None)] == [9, 8, 5, 4]
-        assert [e.post_id for e in await store.timeline_page("only1", 10, None)] == ["q1"]
+        for owner in ("a", "b", "c"):
+            page = await store.timeline_page(owner, 10, None)
+            assert [e.post_id for e in page] == [f"{owner}2", f"{owner}1"]
+        assert await store.followers_page("x", 10, None) == ["follower0", "follower1", "follower2"]
         assert await store.applied() == {"shard-0": "1", "shard-1": "2", "shard-2": "3"}
     finally:
         await store.close()
+
+
+def test_owner_bounds_balance_the_entries_each_worker_writes() -> None:
+    sizes = [{"a": 5, "b": 5, "c": 5}, {"a": 5, "d": 10}]
+    assert owner_bounds(sizes, 2, cap=800) == ["c"]  # a and b: 15 entries; c and d: 15
+    assert owner_bounds(sizes, 3, cap=800) == ["b", "d"]
+    assert owner_bounds(sizes, 2, cap=5) == ["c"]  # the cap counts: 5 + 5 | 5 + 5
+    assert owner_bounds(sizes, 1, cap=800) == []
+    assert owner_bounds([{"x": 1}], 3, cap=800) == []  # nothing to share: one worker writes it
+    assert bisect_right(["c"], "c") == 1  # a bound is where the next range begins
 
 
 def test_shard_groups_keep_lineages_together_and_balance_events() -> None:

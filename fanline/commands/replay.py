@@ -111,6 +111,7 @@ def _figures(counted: Rebuilt, rebuilt: Rebuilt) -> dict[str, Any]:
         "path": "bulk" if rebuilt.bulk_events else "streaming", "bulk_events": rebuilt.bulk_events,
         "bulk_rows": rebuilt.bulk_rows, "bulk_write_s": round(rebuilt.bulk_write_seconds, 3),
         "workers": rebuilt.workers, "merge_s": round(rebuilt.merge_seconds, 3),
+        "exchange_s": round(rebuilt.exchange_seconds, 3),
     }
 
 
