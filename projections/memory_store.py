@@ -351,17 +351,37 @@ class MemoryStore(feed.ComposedFeeds):
     def rows(self, spec: TableSpec) -> Iterator[tuple[Any, ...]]:
         """Every item of a table as a row of its attributes in `projections.tables` order, in
         key order (str order is SQLite's and DynamoDB's order of UTF-8 keys), as the SQLite
-        store keeps it: sort keys as `sort_key` strings, booleans as 0 or 1."""
+        store keeps it: sort keys as `sort_key` strings, booleans as 0 or 1. The follow edges'
+        and the timelines' rows, millions of them, are built in C (zip, map and chain over a
+        user's items) rather than yielded one by one."""
+        match spec.name:
+            case "followers" | "following":
+                edges = self._followers if spec.name == "followers" else self._following
+                return chain.from_iterable(
+                    zip(repeat(user_id), sorted(edges[user_id])) for user_id in sorted(edges)
+                )
+            case "timelines":
+                # A post's key is in hundreds of timelines: its text is made once.
+                texts = {key: sort_key(key) for key in self._keys}
+
+                def timeline_rows(user_id: str) -> Iterator[tuple[Any, ...]]:
+                    timeline = self._timelines[user_id]
+                    keys = timeline.ordered()
+                    return zip(
+                        repeat(user_id), map(texts.__getitem__, keys), map(_POST_ID, keys),
+                        map(timeline.authors.__getitem__, keys), map(_TS, keys),
+                    )
+
+                return chain.from_iterable(map(timeline_rows, sorted(self._timelines)))
+            case _:
+                return self._item_rows(spec)
+
+    def _item_rows(self, spec: TableSpec) -> Iterator[tuple[Any, ...]]:
         match spec.name:
             case "users":
                 for user_id in sorted(self._users):
                     u = self._users[user_id]
                     yield (u.user_id, u.handle, u.display_name, u.followers, int(u.celebrity))
-            case "followers" | "following":
-                edges = self._followers if spec.name == "followers" else self._following
-                for user_id in sorted(edges):
-                    for other in sorted(edges[user_id]):
-                        yield (user_id, other)
             case "posts":
                 for author_id in sorted(self._posts_by_author):
                     posts = self._posts_by_author[author_id]
@@ -372,17 +392,6 @@ class MemoryStore(feed.ComposedFeeds):
                 for post_id in sorted(self._posts):
                     p = self._posts[post_id]
                     yield (post_id, p.author_id, p.body, p.ts)
-            case "timelines":
-                # A post's key is in hundreds of timelines: its text is made once. Each
-                # timeline's rows are built in C (zip and map), millions of them.
-                texts = {key: sort_key(key) for key in self._keys}
-                for user_id in sorted(self._timelines):
-                    timeline = self._timelines[user_id]
-                    keys = timeline.ordered()
-                    yield from zip(
-                        repeat(user_id), map(texts.__getitem__, keys), map(_POST_ID, keys),
-                        map(timeline.authors.__getitem__, keys), map(_TS, keys),
-                    )
             case "applied":
                 for shard_id in sorted(self._applied):
                     sequence = self._applied[shard_id]

@@ -23,13 +23,11 @@ number of reader processes may share the file (WAL mode).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import sqlite3
 import threading
 import time
 from bisect import bisect_right
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import repeat
 from pathlib import Path
@@ -38,7 +36,6 @@ from typing import TypeVar, cast
 from streams.log import HASH_KEY_MAX, Appended, LogUnavailable, Position, ReadResult, Record, Shard, hash_key
 
 T = TypeVar("T")
-F = TypeVar("F", Appended, Record)
 
 SEQ_SHIFT = 20  # 2**20 sequence numbers per millisecond before the arrival time runs ahead
 MAX_KEY_CHARS = 256  # Kinesis's limits, so a log written here could be replayed into Kinesis
@@ -266,15 +263,9 @@ class SQLiteLog:
             scanned = rows[-1][0]
         sid = self._shards[index].shard_id
         sequences, keys, datas = zip(*rows, strict=True) if rows else ((), (), ())
-        records = _many(
-            Record,
-            len(rows),
-            shard_id=repeat(sid),
-            sequence=map(str, sequences),
-            partition_key=keys,
-            data=datas,
-            arrival_ms=map(SEQ_SHIFT.__rrshift__, sequences),
-        )
+        # Record is a msgspec Struct: built in C, by a C-level map.
+        records = list(map(Record, repeat(sid), map(str, sequences), keys, datas,
+                           map(SEQ_SHIFT.__rrshift__, sequences)))
         return version, ReadResult(records, end_of_shard=False, millis_behind=millis_behind), scanned
 
     def _data_version_sync(self) -> int:
@@ -300,22 +291,6 @@ class SQLiteShardReader:
             raise ValueError(f"limit must be between 1 and {MAX_READ_LIMIT}, not {limit}")
         result, self._after = await self._log._read(self._index, self._after, limit)
         return result
-
-
-def _many(cls: type[F], count: int, **columns: Iterable[object]) -> list[F]:
-    """`count` instances of a frozen, slotted dataclass, field by field: `columns` name each
-    field's values. Like `[cls(*row) for row in zip(...)]` in a third of the time.
-
-    A frozen dataclass's __init__ sets each field through object.__setattr__ in Python: for
-    the thousands of Records of a read, that was half a read. Here C-level map calls each
-    slot's own setter. (Appended is a msgspec Struct, built in C without this.)
-    """
-    if set(columns) != {field.name for field in dataclasses.fields(cls)}:
-        raise TypeError(f"{cls.__name__} has fields {dataclasses.fields(cls)}, not {list(columns)}")
-    answers = list(map(cls.__new__, repeat(cls, count)))
-    for name, values in columns.items():
-        deque(map(vars(cls)[name].__set__, answers, values), maxlen=0)
-    return answers
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
