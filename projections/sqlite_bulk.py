@@ -5,6 +5,14 @@ transaction, in key order into empty tables (appends at the end of each B-tree, 
 in the middle, no journal page written twice), then synced and renamed into place. Whoever
 opens `path` therefore finds either no file or a complete store, including its applied marks;
 a process killed part-way leaves only `<path>.bulk`, which the next write replaces.
+
+The files are written through apsw, not the standard library's sqlite3: its executemany binds
+each row with less work, and it brings a newer SQLite (3.54, against Debian's 3.40) whose
+inserts are faster too. Writing the 5K world's rows: 1.6 s against 2.3 s for 1.8 million
+timeline rows, and a merge 25 % shorter. Only these files, which nobody else opens while they
+are written, go through it (two SQLite libraries must not hold one file open in one process:
+closing it in one drops the other's POSIX locks); the stores and their readers use sqlite3,
+and the file format is the same.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+import apsw
 
 from projections.sqlite_store import table_ddl
 from projections.tables import TABLES, TableSpec
@@ -48,9 +58,11 @@ def write_store(path: Path, rows: Callable[[TableSpec], Iterable[Row]], *, cache
     `part`: a scratch file that `merge_stores` reads next (a crash discards it anyway): no
     fsync, and 64 KiB pages (fewer page splits and cells to walk: ~10 % faster both ways)."""
 
-    def insert(conn: sqlite3.Connection, spec: TableSpec) -> int:
+    def insert(conn: apsw.Connection, spec: TableSpec) -> int:
         statement = f"INSERT INTO {spec.name} VALUES ({', '.join('?' * len(spec.attributes))})"
-        return int(conn.executemany(statement, rows(spec)).rowcount)  # rows streamed, not listed
+        before = conn.total_changes()
+        conn.executemany(statement, rows(spec))  # rows streamed, not listed
+        return conn.total_changes() - before
 
     return _build(path, insert, cache_mib=cache_mib, durable=not part,
                   page_size=PART_PAGE_SIZE if part else None)
@@ -69,36 +81,40 @@ def merge_stores(path: Path, parts: Sequence[Path], *, cache_mib: int = 256) -> 
     (appends too, without comparing the parts' keys: half the time of the merged scans)."""
     schemas = [f"part{i}" for i in range(len(parts))]
 
-    def insert(conn: sqlite3.Connection, spec: TableSpec) -> int:
+    def insert(conn: apsw.Connection, spec: TableSpec) -> int:
         if spec.name == "timelines":
             statements = [f"INSERT INTO main.timelines SELECT * FROM {part}.timelines" for part in schemas]
         else:
             scans = " UNION ALL ".join(f"SELECT * FROM {schema}.{spec.name}" for schema in schemas)
             statements = [f"INSERT INTO main.{spec.name} {scans} ORDER BY {', '.join(spec.key)}"]
-        return sum(int(conn.execute(statement).rowcount) for statement in statements)
+        before = conn.total_changes()
+        for statement in statements:
+            conn.execute(statement)
+        return conn.total_changes() - before
 
-    def attach(conn: sqlite3.Connection) -> None:
+    def attach(conn: apsw.Connection) -> None:
         for schema, part in zip(schemas, parts, strict=True):
             conn.execute(f"ATTACH DATABASE ? AS {schema}", (str(part),))
 
     return _build(path, insert, cache_mib=cache_mib, durable=True, prepare=attach)
 
 
-def _build(path: Path, insert: Callable[[sqlite3.Connection, TableSpec], int], *, cache_mib: int,
+def _build(path: Path, insert: Callable[[apsw.Connection, TableSpec], int], *, cache_mib: int,
            durable: bool, page_size: int | None = None,
-           prepare: Callable[[sqlite3.Connection], None] = lambda conn: None) -> int:
+           prepare: Callable[[apsw.Connection], None] = lambda conn: None) -> int:
     """Write a new store beside `path` (`insert` fills each table after its DDL), then rename it
     into place: whoever opens `path` finds no file or a complete store."""
     building = building_path(path)
     _unlink(building, "", "-journal", "-wal", "-shm")
     written = 0
-    conn = sqlite3.connect(building, isolation_level=None)
+    conn = apsw.Connection(str(building))  # no transaction but those begun below
     try:
         if page_size is not None:
-            conn.execute(f"PRAGMA page_size = {int(page_size)}")
-        conn.execute("PRAGMA journal_mode = OFF")  # nothing to roll back to: a failure discards the file
-        conn.execute("PRAGMA synchronous = OFF")  # one fsync of the whole file, below
-        conn.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}")
+            conn.execute(f"PRAGMA page_size = {int(page_size)}").fetchall()
+        # Nothing to roll back to (a failure discards the file); pragmas answer a row, read here.
+        conn.execute("PRAGMA journal_mode = OFF").fetchall()
+        conn.execute("PRAGMA synchronous = OFF").fetchall()  # one fsync of the whole file, below
+        conn.execute(f"PRAGMA cache_size = -{int(cache_mib) * 1024}").fetchall()
         prepare(conn)
         conn.execute("BEGIN")
         for spec in TABLES:
@@ -106,7 +122,7 @@ def _build(path: Path, insert: Callable[[sqlite3.Connection, TableSpec], int], *
                 conn.execute(ddl)
             written += insert(conn, spec)
         conn.execute("COMMIT")
-        conn.execute("PRAGMA journal_mode = WAL")  # kept in the file: what SQLiteStore opens with
+        conn.execute("PRAGMA journal_mode = WAL").fetchall()  # kept in the file: what SQLiteStore opens with
     finally:
         conn.close()
     if durable:
