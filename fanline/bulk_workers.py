@@ -185,11 +185,11 @@ async def _run_workers(sources: _Sources, fold: FoldSettings, groups: list[list[
     try:
         sizes = await _messages(processes, pipes, report)
         bounds = owner_bounds(sizes, len(pipes), fold.timeline_cap)
-        for pipe in pipes:
-            pipe.send(bounds)
+        for process, pipe in zip(processes, pipes, strict=True):
+            _answer(process, pipe, bounds)
         handed: list[dict[int, Path]] = await _messages(processes, pipes, report)
-        for index, pipe in enumerate(pipes):
-            pipe.send([files[index] for files in handed if index in files])
+        for index, (process, pipe) in enumerate(zip(processes, pipes, strict=True)):
+            _answer(process, pipe, [files[index] for files in handed if index in files])
         results: list[Rebuilt] = await _messages(processes, pipes, report)
         return results
     finally:
@@ -222,6 +222,13 @@ async def _messages(processes: Sequence[multiprocessing.process.BaseProcess], pi
             raise RuntimeError(f"replay worker {process.name} failed:\n{message}")
         messages.append(message)
     return messages
+
+
+def _answer(process: multiprocessing.process.BaseProcess, pipe: Connection, answer: object) -> None:
+    try:
+        pipe.send(answer)
+    except BrokenPipeError:  # it died after its message
+        raise _died(process) from None
 
 
 def _died(process: multiprocessing.process.BaseProcess) -> RuntimeError:

@@ -199,3 +199,26 @@ async def test_workers_die_with_a_killed_replay_and_the_next_one_clears_their_pa
     assert '"path": "bulk"' in resumed.stdout and '"workers": 2' in resumed.stdout
     assert f'"bulk_events": {events}' in resumed.stdout
     assert not list(tmp_path.glob("store-r1.db.part*"))
+
+
+async def test_a_killed_worker_fails_the_rebuild_and_the_others_end_with_it(tmp_path: Path) -> None:
+    settings, _, _ = await world_to_replay(tmp_path)
+    log = await open_log(settings)
+    path = tmp_path / "store-r1.db"
+    folds = FoldSettings(strategy="hybrid", celebrity_threshold=THRESHOLD)
+    try:
+        rebuilding = asyncio.create_task(parallel_bulk_rebuild(log, None, path, folds, workers=2))
+        deadline = time.monotonic() + 60
+        workers: list[psutil.Process] = []
+        while len(workers) < 2:
+            assert time.monotonic() < deadline and not rebuilding.done(), "it ended before a kill"
+            workers = [p for p in psutil.Process().children() if "spawn_main" in " ".join(p.cmdline())]
+            await asyncio.sleep(0.01)
+        workers[0].kill()
+        with pytest.raises(RuntimeError, match=r"replay worker .* ended without a result \(exit code -9"):
+            await rebuilding
+    finally:
+        await log.close()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert alive == []  # the other worker too: nobody would merge its part
+    assert not path.exists() and not list(tmp_path.glob("store-r1.db*"))
