@@ -172,7 +172,8 @@ class _Timeline:
 class HandedTimelines(msgspec.Struct, array_like=True):
     """Timelines one MemoryStore hands another (`take_timelines`, `put_timelines`): each post's
     key and each author once, and each timeline's entries as indices into them (a post is in
-    hundreds of timelines: a tenth of the bytes, and the keys are made once where they go)."""
+    hundreds of timelines: a fifth of the bytes of (ts, post_id, author) per entry, 7.6 MB for
+    the 5K world's 1.2 million, and each key is made once where they go)."""
 
     keys: list[SortKey]
     authors: list[str]
