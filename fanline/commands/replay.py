@@ -28,7 +28,9 @@ before the switch: nobody reads it before.
 
 The last line printed is one JSON object: `events`, `events_per_s`, the baseline of the same run
 (`read_events_per_s`: reading the same records, decoding and folding nothing) and their ratio,
-`path` (bulk or streaming) and `bulk_events`, and for --verify `identical`.
+`path` (bulk or streaming) and `bulk_events`, `bulk_rows`, `bulk_write_s`, and on the bulk path
+on several cores `workers`, `merge_s` and `exchange_s` (fanline.bulk_workers), and for --verify
+`identical`.
 """
 
 from __future__ import annotations
